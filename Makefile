@@ -1,0 +1,26 @@
+# Set-up and the two everyday commands. torch==2.13.0 goes in first, so that the CPU build
+# stays and no other torch is pulled in by the dependencies.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed  ## the main job on embedded defaults
+	$(BIN)/python benchmarks/ops.py
+
+test: $(BIN)/.installed  ## the test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed  ## every benchmark
+	$(BIN)/python benchmarks/ops.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .

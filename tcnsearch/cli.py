@@ -1,0 +1,53 @@
+"""The `tcnsearch` command: thin shells over library functions.
+
+Exit codes (SPEC §7): 0 success; 2 bad input, with one line on stderr; 1 a failure while running.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from tcnsearch import __version__
+from tcnsearch.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="tcnsearch")
+def cli() -> None:
+    """Latency-aware TCN architecture selection and hyperparameter search for TCNCA.
+
+    Profile candidate TCN structures against MEGA's EMA on a device, then train the faster ones
+    with Ray Tune, every trial stored in an Optuna database.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; bad input becomes one line on stderr and exit code 2, never a traceback."""
+    try:
+        result = cli.main(args=argv, prog_name="tcnsearch", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"tcnsearch: error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except UserError as exc:
+        click.echo(f"tcnsearch: error: {exc}", err=True)
+        return 2
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("tcnsearch: interrupted", err=True)
+        return 130
+    except Exception as exc:  # a failure while running: one line, the traceback on request
+        if os.environ.get("TCNSEARCH_DEBUG"):
+            raise
+        click.echo(f"tcnsearch: failed: {type(exc).__name__}: {exc} (TCNSEARCH_DEBUG=1 shows the traceback)",
+                   err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
