@@ -13,14 +13,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed  ## the main job on embedded defaults
-	$(BIN)/python benchmarks/ops.py
+demo: $(BIN)/.installed  ## the main job on embedded defaults: profile this machine into sqlite:///tcnsearch.db
+	$(BIN)/tcnsearch profile
 
 test: $(BIN)/.installed  ## the test suite
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed  ## every benchmark
 	$(BIN)/python benchmarks/ops.py
+	$(BIN)/python benchmarks/profile.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

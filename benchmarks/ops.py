@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils import benchmark
 
 from tcnsearch.ops import TCN, MultiHeadEMA, _dconv, receptive_field
+from tcnsearch.profile.measure import forward_backward_fn, forward_fn, timeit
 
 PAPER = {"fwd": 7.07, "fwdbwd": 2.86}  # V100, L up to 131k
 
@@ -36,29 +36,6 @@ def dilation_factor_for(length: int, kernel_size: int, depth: int) -> int:
     while receptive_field(kernel_size, f, depth) < length:
         f += 1
     return f
-
-
-def timeit(fn, min_run_time: float) -> benchmark.Measurement:
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time)
-
-
-def forward(module, x):
-    def run():
-        with torch.no_grad():
-            module(x)
-    return run
-
-
-def forward_backward(module, x):
-    x = x.detach().requires_grad_()
-    grad = torch.randn_like(x)
-
-    def run():
-        module(x).backward(grad)
-        x.grad = None
-        module.zero_grad(set_to_none=True)
-    return run
 
 
 def compile_seconds() -> float:
@@ -82,13 +59,13 @@ def run(lengths, channels, batch, ema_dim, kernel_size, depth, min_run_time, log
         with torch.no_grad():
             k = ema.kernel(length)
         t = {
-            "tcn_fwd": timeit(forward(tcn, x), min_run_time),
-            "tcn_fwdbwd": timeit(forward_backward(tcn, x), min_run_time),
-            "ref_fwd": timeit(forward(ref, x), min_run_time),
-            "ref_fwdbwd": timeit(forward_backward(ref, x), min_run_time),
-            "ema_fwd": timeit(forward(ema, x), min_run_time),
-            "ema_fwdbwd": timeit(forward_backward(ema, x), min_run_time),
-            "ema_fwd_nokernel": timeit(forward(lambda v, ema=ema, k=k: ema.convolve(v, k), x), min_run_time),
+            "tcn_fwd": timeit(forward_fn(tcn, x), min_run_time),
+            "tcn_fwdbwd": timeit(forward_backward_fn(tcn, x), min_run_time),
+            "ref_fwd": timeit(forward_fn(ref, x), min_run_time),
+            "ref_fwdbwd": timeit(forward_backward_fn(ref, x), min_run_time),
+            "ema_fwd": timeit(forward_fn(ema, x), min_run_time),
+            "ema_fwdbwd": timeit(forward_backward_fn(ema, x), min_run_time),
+            "ema_fwd_nokernel": timeit(forward_fn(lambda v, ema=ema, k=k: ema.convolve(v, k), x), min_run_time),
             "copy": timeit(x.clone, min_run_time),
         }
         med = {name: m.median for name, m in t.items()}

@@ -5,8 +5,11 @@ Exit codes (SPEC §7): 0 success; 2 bad input, with one line on stderr; 1 a fail
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -22,6 +25,148 @@ def cli() -> None:
     Profile candidate TCN structures against MEGA's EMA on a device, then train the faster ones
     with Ray Tune, every trial stored in an Optuna database.
     """
+
+
+def _ints(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _receptive_field_rule(ctx, param, value: str | None):
+    if value is None or value == "length":
+        return value
+    if value == "none":
+        return "none"
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number, 'length' or 'none', got {value!r}") from None
+
+
+def _emit_json(doc) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+STORAGE_OPTION = click.option(
+    "--storage", envvar="TCNSEARCH_STORAGE", default=None, metavar="URL",
+    help="SQLAlchemy URL of the database (default: $TCNSEARCH_STORAGE, else sqlite:///tcnsearch.db).")
+
+
+@cli.command()
+@click.option("--gpu", default="auto", show_default=True, metavar="NAME",
+              help="Target device: auto, cpu, v100, a100, h100, h200, b200, l4, l40s, t4, a10g, p100.")
+@click.option("--lengths", callback=_ints, help="Sequence lengths, e.g. 1024,4096 (default 1024,4096).")
+@click.option("--kernel-sizes", callback=_ints, help="Kernel sizes K (default 3,5,7,9,13,17).")
+@click.option("--dilation-factors", callback=_ints, help="Dilation factors f (default 2,3,4,6,8,12,16).")
+@click.option("--depths", callback=_ints, help="Depths D (default 2,3,4,5,6).")
+@click.option("--per-block", callback=_ints, help="Convolutions per residual block B (default 1,2).")
+@click.option("--channels", type=int, help="Channels C (default 64).")
+@click.option("--batch", type=int, help="Batch size (default 1).")
+@click.option("--ema-dim", type=int, help="EMA dimensions N of the baseline (default 16, MEGA's).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), help="Default float32.")
+@click.option("--bidirectional", is_flag=True, default=None,
+              help="Classification shapes: non-causal TCN against the bidirectional EMA.")
+@click.option("--mode", type=click.Choice(["train", "infer"]),
+              help="What 'faster' means: train = forward+backward (default), infer = forward.")
+@click.option("--min-speedup", type=float, help="Survivors are at least this much faster at every length (1.0).")
+@click.option("--min-receptive-field", callback=_receptive_field_rule, metavar="N|length|none",
+              help="Keep structures with R >= N; 'length' (default): R >= the longest length; 'none'.")
+@click.option("--force", is_flag=True, help="Measure again what is already stored.")
+@click.option("--ray-address", metavar="ADDR", help="Ray cluster to run on when the GPU is not local.")
+@click.option("--min-run-time", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
+              help="Seconds of repeats per timing.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML report (default dashboards/profile-<device>.html).")
+@click.option("--list", "list_only", is_flag=True, help="Show what is stored per device and shape, measure nothing.")
+@click.option("--study", "study_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Take the grid and shapes from a study file's `profile:` section; flags override it.")
+@STORAGE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, channels, batch, ema_dim, dtype,
+            bidirectional, mode, min_speedup, min_receptive_field, force, ray_address, min_run_time, out,
+            list_only, study_file, storage, as_json):
+    """Time candidate TCN structures against MEGA's EMA on a device and keep the faster ones.
+
+    Every measurement is stored in the database; running again measures only what is missing.
+    """
+    from tcnsearch.profile import make_spec, run_profile
+    from tcnsearch.report import write_profile_report
+
+    if list_only:
+        return _list_profiles(storage, as_json)
+    given = {
+        "lengths": lengths, "kernel_sizes": kernel_sizes, "dilation_factors": dilation_factors, "depths": depths,
+        "per_block": per_block, "channels": channels, "batch": batch, "ema_dim": ema_dim, "dtype": dtype,
+        "bidirectional": bidirectional, "mode": mode, "min_speedup": min_speedup,
+        "min_receptive_field": min_receptive_field,
+    }
+    given = {k: v for k, v in given.items() if v is not None}  # unset flags keep the spec's defaults
+    if given.get("min_receptive_field") == "none":
+        given["min_receptive_field"] = None
+    spec = make_spec(study_file, **given)
+    if not spec.candidates():
+        raise UserError(f"no candidate reaches the receptive field {spec.required_receptive_field}; "
+                        "widen the grid or lower --min-receptive-field")
+    result = run_profile(spec, gpu=gpu, storage=storage, force=force, ray_address=ray_address,
+                         min_run_time=min_run_time, progress=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", result.device.device_name.lower()).strip("-")
+    report = write_profile_report(result, out or Path("dashboards") / f"profile-{slug}.html")
+    if as_json:
+        _emit_json(result.to_json() | {"report": str(report)})
+    else:
+        _print_profile(result, report)
+    return 0
+
+
+def _print_profile(result, report: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    spec = result.spec
+    table = Table(title=f"Survivors on {result.device.device_name} "
+                        f"({'fwd+bwd' if spec.mode == 'train' else 'fwd'} >= {spec.min_speedup}x at every length)")
+    for col in ("K", "f", "D", "B", "R", "TCN ms fwd/train", "EMA ms fwd/train", "speedup fwd/train",
+                "peak MB TCN/EMA"):
+        table.add_column(col, justify="right")
+    for r in result.survivors:
+        mem = (f"{(r['tcn_peak_fwdbwd_bytes'] or 0) / 2**20:.1f}/{(r['ema_peak_fwdbwd_bytes'] or 0) / 2**20:.1f}"
+               if r["tcn_peak_fwdbwd_bytes"] is not None else "-")
+        table.add_row(*map(str, (r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"],
+                                 r["receptive_field"])),
+                      f"{r['tcn_fwd_ms']:.3g}/{r['tcn_fwdbwd_ms']:.3g}",
+                      f"{r['ema_fwd_ms']:.3g}/{r['ema_fwdbwd_ms']:.3g}",
+                      f"{r['speedup_fwd']:.1f}x/{r['speedup_fwdbwd']:.1f}x", mem)
+    console = Console()
+    console.print(table)
+    console.print(f"{len(result.survivors)} of {len(result.candidates)} candidates survive; measured "
+                  f"{result.measured}, from the table {result.cached}, {len(result.failed)} failed; "
+                  f"{result.elapsed_s:.1f} s. Stored in {result.storage}. Report: {report}")
+
+
+def _list_profiles(storage, as_json) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tcnsearch.profile import LatencyTable
+    from tcnsearch.storage import create_engine
+
+    rows = LatencyTable(create_engine(storage)).summary()
+    if as_json:
+        _emit_json(rows)
+        return 0
+    table = Table(title="Stored profiles")
+    for col in ("device", "software", "shape B x C x L", "TCN", "EMA", "failed", "last measured"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], f"torch {r['torch_version']}, CUDA {r['cuda_version']}, {r['dtype']}",
+                      f"{r['batch']} x {r['channels']} x {r['length']}{' bidir' if r['bidirectional'] else ''}",
+                      str(r["tcn"]), str(r["ema"]), str(r["failed"]), str(r["last"])[:16])
+    Console().print(table if rows else "nothing stored yet: run `tcnsearch profile`")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

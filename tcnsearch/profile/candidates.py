@@ -1,0 +1,129 @@
+"""What to profile: the grid of TCN structures and the shapes they are timed at."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tcnsearch.errors import UserError
+from tcnsearch.ops import receptive_field
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One TCN structure: K, f, D, B."""
+
+    kernel_size: int
+    dilation_factor: int
+    depth: int
+    per_block: int = 1
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.kernel_size, self.dilation_factor, self.depth, self.per_block)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"receptive_field": self.receptive_field}
+
+
+class ProfileSpec(BaseModel):
+    """A profile request: the candidate grid, the shape, and what counts as a survivor.
+
+    The defaults cover the paper's runtime structures (K = 17, D = 4, f raised until R >= L)
+    and the smaller kernels and depths a search would also try.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lengths: list[int] = Field(default=[1024, 4096], description="sequence lengths to time at")
+    kernel_sizes: list[int] = Field(default=[3, 5, 7, 9, 13, 17])
+    dilation_factors: list[int] = Field(default=[2, 3, 4, 6, 8, 12, 16])
+    depths: list[int] = Field(default=[2, 3, 4, 5, 6])
+    per_block: list[int] = Field(default=[1, 2])
+    channels: int = Field(default=64, ge=1)
+    batch: int = Field(default=1, ge=1)
+    ema_dim: int = Field(default=16, ge=1, description="N of the EMA being replaced (MEGA: 16)")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    bidirectional: bool = Field(default=False, description="non-causal TCN vs bidirectional EMA")
+    mode: Literal["train", "infer"] = Field(default="train", description="train: fwd+bwd; infer: fwd")
+    min_speedup: float = Field(default=1.0, gt=0)
+    min_receptive_field: int | Literal["length"] | None = Field(
+        default="length", description="'length': R >= the longest length (the paper's rule); a number; or none")
+
+    @field_validator("lengths", "kernel_sizes", "dilation_factors", "depths", "per_block")
+    @classmethod
+    def _non_empty_sorted(cls, values: list[int]) -> list[int]:
+        if not values:
+            raise ValueError("must not be empty")
+        return sorted(set(values))
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ProfileSpec:
+        for name, low in (("lengths", 1), ("kernel_sizes", 2), ("dilation_factors", 1), ("depths", 1),
+                          ("per_block", 1)):
+            bad = [v for v in getattr(self, name) if v < low]
+            if bad:
+                raise ValueError(f"{name} must be >= {low}, got {bad}")
+        if isinstance(self.min_receptive_field, int) and self.min_receptive_field < 1:
+            raise ValueError(f"min_receptive_field must be >= 1, got {self.min_receptive_field}")
+        return self
+
+    @property
+    def required_receptive_field(self) -> int:
+        if self.min_receptive_field == "length":
+            return max(self.lengths)
+        return self.min_receptive_field or 1
+
+    def candidates(self) -> list[Candidate]:
+        """The grid, less the structures whose receptive field is too small."""
+        grid = (Candidate(*c) for c in itertools.product(self.kernel_sizes, self.dilation_factors,
+                                                           self.depths, self.per_block))
+        return [c for c in grid if c.receptive_field >= self.required_receptive_field]
+
+
+def validation_message(err: ValidationError, prefix: str = "") -> str:
+    """The first problem pydantic found, as one line: 'field: message'."""
+    first = err.errors()[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    return f"{where}: {msg}" if where else msg
+
+
+def make_spec(path: Path | None = None, **overrides) -> ProfileSpec:
+    """A ProfileSpec from a study file's `profile:` section (or a file that is only that section),
+    with `overrides` (the command-line flags that were given) on top.
+
+    Raises:
+        UserError: the file is unreadable, not YAML, or a field is invalid (named in the message).
+    """
+    values: dict = {}
+    section = ""
+    if path is not None:
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as err:
+            raise UserError(f"cannot read {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+        if not isinstance(doc, dict):
+            raise UserError(f"{path}: expected a mapping with a 'profile' section")
+        if "profile" in doc:
+            values, section = doc["profile"], "profile"
+        else:
+            values = doc
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: 'profile' must be a mapping of profile settings")
+    try:
+        return ProfileSpec(**(values | overrides))
+    except ValidationError as err:
+        message = validation_message(err, prefix=section)
+        raise UserError(f"{path}: {message}" if path is not None else message) from None

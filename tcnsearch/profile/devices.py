@@ -1,0 +1,92 @@
+"""Target devices: `--gpu v100` matched against the local CUDA devices, and device fingerprints."""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tcnsearch.errors import UserError
+
+# --gpu name -> the model's marketing name (as in Ray's accelerator types and CUDA device names).
+GPU_MODELS = {
+    "v100": "V100", "a100": "A100", "h100": "H100", "h200": "H200", "b200": "B200", "l4": "L4",
+    "l40s": "L40S", "t4": "T4", "a10g": "A10G", "p100": "P100",
+}
+CHOICES = ("auto", "cpu", *GPU_MODELS)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a latency depends on besides the shape: the device, the software, the dtype."""
+
+    device_name: str
+    torch_version: str
+    cuda_version: str
+    dtype: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+            else:
+                name = platform.processor() or platform.machine()
+    except OSError:
+        name = platform.processor() or platform.machine()
+    return f"cpu: {name} ({torch.get_num_threads()} threads)"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def fingerprint(device: torch.device, dtype: str) -> Fingerprint:
+    return Fingerprint(device_name(device), torch.__version__.split("+")[0],
+                       torch.version.cuda or "none", dtype)
+
+
+def local_cuda_names() -> list[str]:
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def matches(model: str, name: str) -> bool:
+    """Whether a CUDA device name ("Tesla V100-SXM2-16GB") is of a model ("V100"); L4 is not L40S."""
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(model)}(?![A-Za-z0-9])", name, re.IGNORECASE) is not None
+
+
+def check_gpu_name(gpu: str) -> str:
+    gpu = gpu.lower()
+    if gpu not in CHOICES:
+        raise UserError(f"unknown GPU {gpu!r}; choose one of {', '.join(CHOICES)}")
+    return gpu
+
+
+def resolve_local(gpu: str) -> torch.device | None:
+    """The local device for `--gpu`, or None when this machine has no GPU of that model."""
+    gpu = check_gpu_name(gpu)
+    if gpu == "cpu":
+        return torch.device("cpu")
+    if gpu == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    for i, name in enumerate(local_cuda_names()):
+        if matches(GPU_MODELS[gpu], name):
+            return torch.device("cuda", i)
+    return None
+
+
+def found_devices() -> str:
+    names = local_cuda_names()
+    return ", ".join(names + [cpu_name()])

@@ -1,0 +1,113 @@
+"""The profile report: where the TCN beats the EMA, and what receptive field that buys.
+
+1. Speedup heatmaps over kernel size and dilation factor, one panel per (length, depth, B);
+   blank cells are structures the receptive-field rule left out.
+2. Receptive field against TCN latency at the longest length, survivors marked, the EMA's
+   latency as a line.
+3. The survivors as a table.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tcnsearch.profile.runner import ProfileResult
+
+
+def _metric(result: ProfileResult) -> tuple[str, str]:
+    return ("speedup_fwdbwd", "forward+backward") if result.spec.mode == "train" else ("speedup_fwd", "forward")
+
+
+def speedup_heatmaps(result: ProfileResult) -> go.Figure:
+    spec = result.spec
+    key, label = _metric(result)
+    panels = [(length, depth, b) for length in spec.lengths for b in spec.per_block for depth in spec.depths]
+    cols = len(spec.depths)
+    rows = len(panels) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"L={length}, D={d}, B={b}" for length, d, b in panels],
+                        horizontal_spacing=0.06, vertical_spacing=min(0.08, 0.6 / max(rows, 1)))
+    by_key = {(r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"]): r for r in result.candidates}
+    values = [e.get(key) for r in result.candidates for e in r["by_length"] if e.get(key) is not None]
+    zmax = max(values + [spec.min_speedup * 2])
+    for i, (length, depth, b) in enumerate(panels):
+        z, text = [], []
+        for k in spec.kernel_sizes:
+            zrow, trow = [], []
+            for f in spec.dilation_factors:
+                row = by_key.get((k, f, depth, b))
+                entry = next((e for e in row["by_length"] if e["length"] == length), None) if row else None
+                v = entry.get(key) if entry else None
+                zrow.append(v)
+                trow.append("" if v is None else f"{v:.2f}x<br>R={row['receptive_field']}")
+            z.append(zrow)
+            text.append(trow)
+        fig.add_trace(go.Heatmap(
+            z=z, x=[str(f) for f in spec.dilation_factors], y=[str(k) for k in spec.kernel_sizes], text=text,
+            texttemplate="%{text}", hovertemplate="K=%{y} f=%{x}<br>%{text}<extra></extra>",
+            colorscale="RdBu", zmin=0, zmid=spec.min_speedup, zmax=zmax, showscale=i == 0,
+            colorbar={"title": f"{label}<br>speedup"}), row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="dilation factor f", type="category")
+    fig.update_yaxes(title_text="kernel size K", type="category")
+    fig.update_layout(title=f"TCN {label} speedup over MEGA's EMA — {result.device.device_name}",
+                      height=max(350, 300 * rows))
+    return fig
+
+
+def latency_vs_receptive_field(result: ProfileResult) -> go.Figure:
+    length = max(result.spec.lengths)
+    field = "tcn_fwdbwd_ms" if result.spec.mode == "train" else "tcn_fwd_ms"
+    ok = [r for r in result.candidates if r["ok"]]
+    fig = go.Figure()
+    for name, group, color in (("survivor", [r for r in ok if r["survivor"]], "#1f77b4"),
+                               ("slower than required", [r for r in ok if not r["survivor"]], "#bbbbbb")):
+        fig.add_trace(go.Scatter(
+            x=[r["receptive_field"] for r in group], y=[r[field] for r in group], mode="markers", name=name,
+            marker={"color": color, "size": 9},
+            text=[f"K={r['kernel_size']} f={r['dilation_factor']} D={r['depth']} B={r['per_block']}" for r in group],
+            hovertemplate="%{text}<br>R=%{x}<br>%{y:.3f} ms<extra></extra>"))
+    ema = next((e for e in result.ema if e["length"] == length and e["status"] == "ok"), None)
+    if ema:
+        fig.add_hline(y=ema["fwdbwd_ms" if result.spec.mode == "train" else "fwd_ms"], line_dash="dash",
+                      annotation_text=f"EMA (N={result.spec.ema_dim})")
+    fig.update_xaxes(type="log", title_text="receptive field R")
+    _, label = _metric(result)
+    fig.update_yaxes(type="log", title_text=f"TCN {label} ms")
+    fig.update_layout(title=f"Receptive field vs latency at L={length}")
+    return fig
+
+
+def survivors_table(result: ProfileResult) -> go.Figure:
+    s = result.survivors
+    head = ["K", "f", "D", "B", "R", "TCN fwd ms", "TCN fwd+bwd ms", "EMA fwd ms", "EMA fwd+bwd ms",
+            "speedup fwd", "speedup fwd+bwd"]
+    cols = [[r["kernel_size"] for r in s], [r["dilation_factor"] for r in s], [r["depth"] for r in s],
+            [r["per_block"] for r in s], [r["receptive_field"] for r in s],
+            *[[f"{r[k]:.3f}" for r in s] for k in ("tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms")],
+            *[[f"{r[k]:.2f}x" for r in s] for k in ("speedup_fwd", "speedup_fwdbwd")]]
+    fig = go.Figure(go.Table(header={"values": head}, cells={"values": cols}))
+    fig.update_layout(title=f"{len(s)} survivors (times at L={max(result.spec.lengths)}, "
+                            "speedups the least over lengths)",
+                      height=min(1200, 120 + 28 * max(len(s), 1)))
+    return fig
+
+
+def profile_figures(result: ProfileResult) -> list[go.Figure]:
+    return [speedup_heatmaps(result), latency_vs_receptive_field(result), survivors_table(result)]
+
+
+def write_profile_report(result: ProfileResult, path: str | Path) -> Path:
+    """One self-contained HTML page (plotly.js embedded once, so it opens offline)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(profile_figures(result))]
+    title = html.escape(f"tcnsearch profile — {result.device.device_name}")
+    meta = html.escape(f"torch {result.device.torch_version}, CUDA {result.device.cuda_version}, "
+                       f"{result.spec.dtype}, batch {result.spec.batch}, {result.spec.channels} channels, "
+                       f"EMA N={result.spec.ema_dim}, mode {result.spec.mode}, min speedup {result.spec.min_speedup}")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+                    f"<body><h2>{title}</h2><p>{meta}</p>{''.join(parts)}</body></html>")
+    return path
