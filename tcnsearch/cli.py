@@ -169,6 +169,40 @@ def _list_profiles(storage, as_json) -> int:
     return 0
 
 
+@cli.command("train")
+@click.argument("task")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="tiny", show_default=True,
+              help="tiny: seconds on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes.")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps (overrides the preset).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set lr=3e-3 --set model.tcn.depth=3 (repeatable).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Save state here.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON document.")
+def train_command(task, preset, steps, sets, checkpoint, resume, as_json):
+    """Train one model on TASK (assoc-recall) and report its final metrics."""
+    from tcnsearch.train import make_config, parse_set, train
+
+    overrides = parse_set(list(sets))
+    if steps is not None:
+        overrides["steps"] = steps
+    if resume and checkpoint is None:
+        raise UserError("--resume needs --checkpoint PATH")
+    cfg = make_config(task, preset, overrides)
+    result = train(cfg, checkpoint=checkpoint, resume=resume, progress=not as_json)
+    if as_json:
+        _emit_json(result.to_json() | {"config": cfg.model_dump()})
+    else:
+        m = result.metrics
+        click.echo(f"{task}: {result.status} after {result.steps} steps; eval loss {m.get('loss', float('nan')):.4f}, "
+                   f"accuracy {m.get('accuracy', float('nan')):.4f}; {result.num_parameters} parameters; "
+                   f"{result.elapsed_s:.1f} s")
+    if result.status == "diverged":
+        click.echo(f"tcnsearch: failed: {result.reason}", err=True)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input becomes one line on stderr and exit code 2, never a traceback."""
     try:

@@ -1,0 +1,305 @@
+"""TCNCA, MEGA, TCNCA-simple and TCN-MLP in one file, on (batch, length, channels).
+
+The MEGA gated layer (TCNCA supplementary Fig. A1, MEGA Ma et al. 2023) with a pluggable
+sequence mixer: the TCN gives TCNCA, the EMA gives the MEGA baseline, and everything around the
+mixer is shared code, so the two compare fairly. With D = d_model, Z = z_dim, H = h_dim:
+
+    x  = norm(X) if prenorm else X                          residual R = X
+    v  = silu(x W_v + b_v)                                   (B, L, H)
+    x' = dropout(silu(SEQ(x) + omega * x))                   SEQ = TCN or EMA
+    [u | zr | hx] = x' W_mx + b_mx                           widths D, Z + H, D
+    phi = sigmoid(u);  [z | r] = silu(zr)
+    q = kappa_q * z + mu_q;  k = kappa_k * z + mu_k
+    o  = chunked_attention(q, k, dropout_h(v))
+    h  = dropout(silu(hx + (o * r) W_h + b_h))
+    Y  = R + phi * (h - R);  Y = norm(Y) if postnorm
+
+Each layer is followed by a normalized feed-forward block. TCNCA-simple (Fig. A2) is
+x + TCN, then x + attention, then x + FFN; TCN-MLP drops the attention and keeps the mixer.
+Heads: a byte-level language model (tied embeddings), a classifier (mean pooling) and the
+Retrieval head over two documents, [u, v, u - v, u * v].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tcnsearch.ops import TCN, ChunkedAttention, MultiHeadEMA
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+class TCNConfig(BaseModel):
+    """The TCN's structure, as the profiler names it."""
+
+    model_config = ConfigDict(extra="forbid")
+    kernel_size: int = Field(default=5, ge=2)
+    dilation_factor: int = Field(default=4, ge=1)
+    depth: int = Field(default=4, ge=1)
+    per_block: int = Field(default=1, ge=1)
+    activation: Literal["relu", "gelu", "silu", "identity"] = "relu"
+
+
+class ModelConfig(BaseModel):
+    """Everything that defines a model. `arch` picks the block, `task` the head."""
+
+    model_config = ConfigDict(extra="forbid")
+    arch: Literal["tcnca", "mega", "tcnca_simple", "tcn_mlp"] = "tcnca"
+    task: Literal["lm", "classify", "retrieval"] = "lm"
+    vocab_size: int = Field(default=256, ge=2)
+    num_classes: int = Field(default=2, ge=2)
+    d_model: int = Field(default=64, ge=1)
+    z_dim: int = Field(default=32, ge=2)
+    h_dim: int = Field(default=128, ge=1)
+    ffn_dim: int = Field(default=128, ge=1)
+    n_layers: int = Field(default=2, ge=1)
+    chunk_size: int = Field(default=128, ge=1)
+    attention: Literal["softmax", "laplace"] = "softmax"
+    rel_pos: Literal["simple", "rotary"] | None = "simple"
+    norm: Literal["layernorm", "scalenorm", "batchnorm"] = "layernorm"
+    prenorm: bool = True
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    attention_dropout: float = Field(default=0.0, ge=0, lt=1)
+    hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
+    tcn: TCNConfig = Field(default_factory=TCNConfig)
+    ema_dim: int = Field(default=16, ge=1)
+    max_length: int = Field(default=4096, ge=1, description="longest input (embedding of positions is relative)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.rel_pos == "rotary" and self.z_dim % 2:
+            raise ValueError(f"the rotary bias needs an even z_dim, got {self.z_dim}")
+        if self.arch == "tcnca_simple" and self.rel_pos == "rotary" and self.d_model % 2:
+            raise ValueError(f"the rotary bias needs an even d_model in tcnca_simple, got {self.d_model}")
+        return self
+
+    @property
+    def causal(self) -> bool:
+        return self.task == "lm"
+
+
+# -- building blocks ------------------------------------------------------------------------------
+
+
+class ScaleNorm(nn.Module):
+    """x / rms(x) * g, one learned scalar g (MEGA's ScaleNorm)."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scalar = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.scalar
+
+
+class SequenceBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over channels of (B, L, C)."""
+
+    def forward(self, x):
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    return {"layernorm": lambda: nn.LayerNorm(dim), "scalenorm": ScaleNorm,
+            "batchnorm": lambda: SequenceBatchNorm(dim)}[kind]()
+
+
+def _linear(i: int, o: int) -> nn.Linear:
+    layer = nn.Linear(i, o)
+    nn.init.normal_(layer.weight, std=0.02)  # MEGA's initialisation
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Mixer(nn.Module):
+    """silu(SEQ(x) + omega * x): the TCN (TCNCA) or the EMA (MEGA) with MEGA's skip and SiLU."""
+
+    def __init__(self, cfg: ModelConfig, kind: Literal["tcn", "ema"]):
+        super().__init__()
+        if kind == "tcn":
+            t = cfg.tcn
+            self.seq: nn.Module = TCN(cfg.d_model, t.kernel_size, t.dilation_factor, t.depth, t.per_block,
+                                      causal=cfg.causal, activation=t.activation)
+        else:
+            self.seq = MultiHeadEMA(cfg.d_model, ndim=cfg.ema_dim, bidirectional=not cfg.causal)
+        self.omega = nn.Parameter(torch.randn(cfg.d_model))
+
+    def forward(self, x, padding_mask=None):
+        return F.silu(self.seq(x, padding_mask=padding_mask) + self.omega * x)
+
+    def step(self, x_t, state):
+        y, state = self.seq.step(x_t, state)
+        return F.silu(y + self.omega * x_t), state
+
+
+class FeedForward(nn.Module):
+    """MEGA's normalized feed-forward block: x + dropout(W2 dropout_h(silu(W1 norm(x))))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = make_norm(cfg.norm, cfg.d_model)
+        self.fc1, self.fc2 = _linear(cfg.d_model, cfg.ffn_dim), _linear(cfg.ffn_dim, cfg.d_model)
+        self.prenorm, self.dropout, self.hidden_dropout = cfg.prenorm, cfg.dropout, cfg.hidden_dropout
+
+    def forward(self, x):
+        residual = x
+        if self.prenorm:
+            x = self.norm(x)
+        x = F.dropout(F.silu(self.fc1(x)), self.hidden_dropout, self.training)
+        x = residual + F.dropout(self.fc2(x), self.dropout, self.training)
+        return x if self.prenorm else self.norm(x)
+
+
+class MegaLayer(nn.Module):
+    """The gated layer of the module docstring, with the TCN or the EMA as SEQ."""
+
+    def __init__(self, cfg: ModelConfig, mixer: Literal["tcn", "ema"]):
+        super().__init__()
+        d, z, h = cfg.d_model, cfg.z_dim, cfg.h_dim
+        self.cfg = cfg
+        self.norm = make_norm(cfg.norm, d)
+        self.mixer = Mixer(cfg, mixer)
+        self.v_proj = _linear(d, h)
+        self.mx_proj = _linear(d, d + z + h + d)
+        self.h_proj = _linear(h, d)
+        self.kappa = nn.Parameter(torch.randn(2, z) * 0.02)  # q and k scales (MEGA's gamma)
+        self.mu = nn.Parameter(torch.zeros(2, z))  # and offsets (MEGA's beta)
+        self.attention = ChunkedAttention(z, cfg.chunk_size, causal=cfg.causal, activation=cfg.attention,
+                                          rel_pos=cfg.rel_pos, dropout=cfg.attention_dropout)
+
+    def _gates(self, x, mx):
+        """Everything but the attention: (v, phi, q, k, r, hx) from the normed input and the mixer."""
+        cfg = self.cfg
+        v = F.silu(self.v_proj(x))  # (B, L, H)
+        mx = F.dropout(mx, cfg.dropout, self.training)
+        u, zr, hx = torch.split(self.mx_proj(mx), [cfg.d_model, cfg.z_dim + cfg.h_dim, cfg.d_model], dim=-1)
+        phi = torch.sigmoid(u)
+        z, r = torch.split(F.silu(zr), [cfg.z_dim, cfg.h_dim], dim=-1)
+        qk = z.unsqueeze(-2) * self.kappa + self.mu  # (B, L, 2, Z)
+        q, k = qk.unbind(-2)
+        v = F.dropout(v, cfg.hidden_dropout, self.training)
+        return v, phi, q, k, r, hx
+
+    def _output(self, residual, o, phi, r, hx):
+        h = F.silu(hx + self.h_proj(o * r))
+        h = F.dropout(h, self.cfg.dropout, self.training)
+        y = torch.addcmul(residual, phi, h - residual)  # R + phi * (h - R)
+        return y if self.cfg.prenorm else self.norm(y)
+
+    def forward(self, x, padding_mask=None):
+        residual = x
+        if self.cfg.prenorm:
+            x = self.norm(x)
+        v, phi, q, k, r, hx = self._gates(x, self.mixer(x, padding_mask))
+        o = self.attention(q, k, v, key_padding_mask=padding_mask)
+        return self._output(residual, o, phi, r, hx)
+
+
+class SimpleBlock(nn.Module):
+    """TCNCA-simple (Fig. A2): x + TCN(norm x), then x + attention(norm x), then the FFN."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        t, d = cfg.tcn, cfg.d_model
+        self.norm1, self.norm2 = make_norm(cfg.norm, d), make_norm(cfg.norm, d)
+        self.tcn = TCN(d, t.kernel_size, t.dilation_factor, t.depth, t.per_block, causal=cfg.causal,
+                       activation=t.activation, dropout=cfg.hidden_dropout)
+        self.qkv = _linear(d, 3 * d)
+        self.out = _linear(d, d)
+        self.attention = ChunkedAttention(d, cfg.chunk_size, causal=cfg.causal, activation=cfg.attention,
+                                          rel_pos=cfg.rel_pos, dropout=cfg.attention_dropout)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm1(x)
+        # The TCN carries its own residual connections: add only its residual branches to the stream.
+        x = x + F.dropout(self.tcn(h, padding_mask=padding_mask) - h, self.dropout, self.training)
+        q, k, v = self.qkv(self.norm2(x)).chunk(3, dim=-1)
+        return x + F.dropout(self.out(self.attention(q, k, v, key_padding_mask=padding_mask)), self.dropout,
+                             self.training)
+
+
+class MixerBlock(nn.Module):
+    """TCN-MLP's block: x + dropout(silu(TCN(norm x) + omega * norm x)), no attention."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = make_norm(cfg.norm, cfg.d_model)
+        self.mixer = Mixer(cfg, "tcn")
+        self.prenorm, self.dropout = cfg.prenorm, cfg.dropout
+
+    def forward(self, x, padding_mask=None):
+        h = self.norm(x) if self.prenorm else x
+        y = x + F.dropout(self.mixer(h, padding_mask), self.dropout, self.training)
+        return y if self.prenorm else self.norm(y)
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+class SequenceModel(nn.Module):
+    """Embedding, `n_layers` blocks each followed by the FFN, a final norm, and the task's head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        nn.init.normal_(self.embed.weight, std=d**-0.5)
+        self.embed_scale = math.sqrt(d)
+        blocks = []
+        for _ in range(cfg.n_layers):
+            if cfg.arch in ("tcnca", "mega"):
+                blocks.append(MegaLayer(cfg, "tcn" if cfg.arch == "tcnca" else "ema"))
+            elif cfg.arch == "tcnca_simple":
+                blocks.append(SimpleBlock(cfg))
+            else:
+                blocks.append(MixerBlock(cfg))
+            blocks.append(FeedForward(cfg))
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = make_norm(cfg.norm, d) if cfg.prenorm else nn.Identity()
+        if cfg.task == "classify":
+            self.head = _linear(d, cfg.num_classes)
+        elif cfg.task == "retrieval":
+            self.head = nn.Sequential(_linear(4 * d, d), nn.SiLU(), _linear(d, cfg.num_classes))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, L) -> features (B, L, D)."""
+        x = F.dropout(self.embed(tokens) * self.embed_scale, self.cfg.dropout, self.training)
+        for block in self.blocks:
+            x = block(x, padding_mask) if not isinstance(block, FeedForward) else block(x)
+        return self.final_norm(x)
+
+    def _pool(self, tokens, padding_mask):
+        h = self.encode(tokens, padding_mask)  # (B, L, D)
+        if padding_mask is None:
+            return h.mean(1)
+        keep = (~padding_mask).unsqueeze(-1).to(h.dtype)
+        return (h * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+    def forward(self, tokens, padding_mask=None, tokens2=None, padding_mask2=None) -> torch.Tensor:
+        """lm: logits (B, L, V); classify: (B, classes); retrieval: (B, classes) from two documents."""
+        if self.cfg.task == "lm":
+            return self.encode(tokens, padding_mask) @ self.embed.weight.t()  # tied embeddings
+        u = self._pool(tokens, padding_mask)
+        if self.cfg.task == "classify":
+            return self.head(u)
+        if tokens2 is None:
+            raise ValueError("the retrieval head needs two documents (tokens2)")
+        v = self._pool(tokens2, padding_mask2)
+        return self.head(torch.cat([u, v, u - v, u * v], dim=-1))
+
+
+def build_model(cfg: ModelConfig | dict) -> SequenceModel:
+    """A model from its config (a ModelConfig or the dict of one)."""
+    return SequenceModel(cfg if isinstance(cfg, ModelConfig) else ModelConfig(**cfg))
