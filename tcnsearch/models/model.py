@@ -201,6 +201,19 @@ class MegaLayer(nn.Module):
         o = self.attention(q, k, v, key_padding_mask=padding_mask)
         return self._output(residual, o, phi, r, hx)
 
+    def init_state(self, batch: int) -> dict:
+        return {"mixer": self.mixer.seq.init_state(batch), "attention": self.attention.init_cache()}
+
+    def step(self, x, state):
+        """One token, x (B, 1, D) -> (B, 1, D)."""
+        residual = x
+        if self.cfg.prenorm:
+            x = self.norm(x)
+        mx, state["mixer"] = self.mixer.step(x[:, 0], state["mixer"])
+        v, phi, q, k, r, hx = self._gates(x, mx[:, None])
+        o, state["attention"] = self.attention.step(q[:, 0], k[:, 0], v[:, 0], state["attention"])
+        return self._output(residual, o[:, None], phi, r, hx), state
+
 
 class SimpleBlock(nn.Module):
     """TCNCA-simple (Fig. A2): x + TCN(norm x), then x + attention(norm x), then the FFN."""
@@ -225,6 +238,17 @@ class SimpleBlock(nn.Module):
         return x + F.dropout(self.out(self.attention(q, k, v, key_padding_mask=padding_mask)), self.dropout,
                              self.training)
 
+    def init_state(self, batch: int) -> dict:
+        return {"tcn": self.tcn.init_state(batch), "attention": self.attention.init_cache()}
+
+    def step(self, x, state):
+        h = self.norm1(x)
+        y, state["tcn"] = self.tcn.step(h[:, 0], state["tcn"])
+        x = x + (y[:, None] - h)
+        q, k, v = self.qkv(self.norm2(x))[:, 0].chunk(3, dim=-1)
+        o, state["attention"] = self.attention.step(q, k, v, state["attention"])
+        return x + self.out(o)[:, None], state
+
 
 class MixerBlock(nn.Module):
     """TCN-MLP's block: x + dropout(silu(TCN(norm x) + omega * norm x)), no attention."""
@@ -239,6 +263,15 @@ class MixerBlock(nn.Module):
         h = self.norm(x) if self.prenorm else x
         y = x + F.dropout(self.mixer(h, padding_mask), self.dropout, self.training)
         return y if self.prenorm else self.norm(y)
+
+    def init_state(self, batch: int) -> dict:
+        return {"mixer": self.mixer.seq.init_state(batch)}
+
+    def step(self, x, state):
+        h = self.norm(x) if self.prenorm else x
+        y, state["mixer"] = self.mixer.step(h[:, 0], state["mixer"])
+        y = x + y[:, None]
+        return (y if self.prenorm else self.norm(y)), state
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -298,6 +331,41 @@ class SequenceModel(nn.Module):
             raise ValueError("the retrieval head needs two documents (tokens2)")
         v = self._pool(tokens2, padding_mask2)
         return self.head(torch.cat([u, v, u - v, u * v], dim=-1))
+
+
+    # -- incremental decoding (causal language model) --------------------------------------------
+
+    def init_state(self, batch: int) -> list[dict | None]:
+        """Per block: the TCN's ring buffers (or the EMA's hidden state) and the chunk's keys/values."""
+        if self.cfg.task != "lm":
+            raise ValueError("incremental decoding needs the causal language model (task 'lm')")
+        return [None if isinstance(b, FeedForward) else b.init_state(batch) for b in self.blocks]
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+        """One token (B,) -> next-token logits (B, V); equals the last row of the full forward."""
+        x = self.embed(token)[:, None] * self.embed_scale  # (B, 1, D)
+        for i, block in enumerate(self.blocks):
+            if isinstance(block, FeedForward):
+                x = block(x)
+            else:
+                x, state[i] = block.step(x, state[i])
+        return (self.final_norm(x) @ self.embed.weight.t())[:, 0], state
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, steps: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample `steps` tokens after `prompt` (B, P), one token at a time at O(1) cost in the length."""
+        state = self.init_state(prompt.shape[0])
+        for t in range(prompt.shape[1]):
+            logits, state = self.step(prompt[:, t], state)
+        out = [prompt]
+        for _ in range(steps):
+            probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            out.append(nxt[:, None])
+            logits, state = self.step(nxt, state)
+        return torch.cat(out, dim=1)
 
 
 def build_model(cfg: ModelConfig | dict) -> SequenceModel:

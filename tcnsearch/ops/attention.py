@@ -172,6 +172,32 @@ class ChunkedAttention(nn.Module):
         else:
             raise ValueError(f"rel_pos must be 'simple', 'rotary' or None, got {rel_pos!r}")
 
+    def init_cache(self) -> dict:
+        """Recurrent state for step(): the current chunk's keys and values."""
+        if not self.causal:
+            raise ValueError("step() needs causal attention")
+        return {"k": None, "v": None, "position": 0}
+
+    def step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict) -> tuple[torch.Tensor, dict]:
+        """One position: q, k (B, Z), v (B, H) -> (B, H); equals row t of the causal forward.
+
+        The cache holds only the current chunk, so the cost per token is O(chunk_size), not O(t).
+        """
+        i = cache["position"] % self.chunk_size  # row inside the chunk
+        if i == 0:
+            cache["k"], cache["v"] = k[:, None], v[:, None]
+        else:
+            cache["k"] = torch.cat([cache["k"], k[:, None]], dim=1)  # (B, i+1, Z)
+            cache["v"] = torch.cat([cache["v"], v[:, None]], dim=1)
+        cache["position"] += 1
+        rel = self.bias(i + 1)[i] if self.bias is not None else 0.0  # bias[i, j] depends on j - i only
+        scores = torch.einsum("bz,bjz->bj", q, cache["k"])
+        if self.activation == "softmax":
+            weights = torch.softmax(scores / math.sqrt(q.shape[-1]) + rel, dim=-1)
+        else:
+            weights = laplace(scores / (i + 1) + rel)
+        return torch.einsum("bj,bjh->bh", weights, cache["v"]), cache
+
     def forward(self, q, k, v, key_padding_mask=None):
         return chunked_attention(
             q, k, v, self.chunk_size, causal=self.causal, activation=self.activation,

@@ -75,3 +75,26 @@ def test_retrieval_needs_two_documents():
     model = build_model(ModelConfig(task="retrieval", **SMALL))
     with pytest.raises(ValueError, match="two documents"):
         model(torch.randint(0, 256, (1, 8)))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("attention,rel_pos", [("softmax", "simple"), ("softmax", "rotary"), ("laplace", "simple")])
+def test_incremental_decoding_equals_full_forward(arch, attention, rel_pos):
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(arch=arch, attention=attention, rel_pos=rel_pos, **SMALL)).eval()
+    tokens = torch.randint(0, 256, (2, 21))  # crosses two chunk boundaries (chunk 8)
+    full = model(tokens)
+    state = model.init_state(2)
+    steps = []
+    for t in range(tokens.shape[1]):
+        logits, state = model.step(tokens[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_generate_and_its_limits():
+    model = build_model(ModelConfig(**SMALL)).eval()
+    out = model.generate(torch.randint(0, 256, (2, 5)), steps=7, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 12) and out.dtype == torch.long
+    with pytest.raises(ValueError, match="language model"):
+        build_model(ModelConfig(task="classify", **SMALL)).init_state(1)
