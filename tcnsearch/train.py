@@ -27,25 +27,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tcnsearch.data import IGNORE, associative_recall
+from tcnsearch.data import IGNORE, associative_recall, enwik8
 from tcnsearch.errors import UserError
 from tcnsearch.models import ModelConfig, build_model
 from tcnsearch.profile.candidates import validation_message
 
-TASKS = ("assoc-recall",)
+TASKS = ("assoc-recall", "enwik8")
 
 
 class TrainConfig(BaseModel):
     """One run: the task and its data, the model, the optimisation."""
 
     model_config = ConfigDict(extra="forbid")
-    task: Literal["assoc-recall"] = "assoc-recall"
+    task: Literal["assoc-recall", "enwik8"] = "assoc-recall"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    # data (associative recall)
+    # associative recall
     seq_len: int = Field(default=64, ge=3)
     vocab_size: int = Field(default=20, ge=4)
     train_examples: int = Field(default=20000, ge=1)
     eval_examples: int = Field(default=1000, ge=1)
+    # enwik8: windows of 2-4 consecutive model.chunk_size chunks; evaluation on eval_chunks chunks
+    data_path: str | None = Field(default=None, description="enwik8.zip or enwik8; default: the cache/download")
+    chunk_counts: list[int] = Field(default=[2, 3, 4], min_length=1)
+    eval_chunks: int = Field(default=3, ge=1)
+    max_eval_windows: int | None = Field(default=20, ge=1, description="None: the whole validation split")
     # optimisation (MEGA: Adam(0.9, 0.98), linear decay after warm-up)
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=64, ge=1)
@@ -59,11 +64,38 @@ class TrainConfig(BaseModel):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
 
 
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 _ASSOC_TINY = {"model": {"arch": "tcnca_simple", "d_model": 32, "n_layers": 2, "chunk_size": 64, "ffn_dim": 64,
                          "tcn": {"kernel_size": 3, "dilation_factor": 2, "depth": 4}},
                "train_examples": 5000, "eval_examples": 500, "steps": 300, "batch_size": 64, "lr": 1e-2,
                "warmup_steps": 30, "eval_every": 50}
+_ENWIK8_TINY = {"model": {"arch": "tcnca", "d_model": 32, "z_dim": 16, "h_dim": 64, "ffn_dim": 64, "n_layers": 2,
+                          "chunk_size": 64, "rel_pos": "rotary", "ema_dim": 16,
+                          "tcn": {"kernel_size": 3, "dilation_factor": 4, "depth": 3}},
+                "steps": 200, "batch_size": 8, "lr": 5e-3, "weight_decay": 0.2, "warmup_steps": 20, "eval_every": 50,
+                "max_eval_windows": 8}
 PRESETS: dict[str, dict[str, dict]] = {
+    "enwik8": {
+        "tiny": _ENWIK8_TINY,
+        "cpu": _merge(_ENWIK8_TINY, {"model": {"d_model": 128, "z_dim": 64, "h_dim": 256, "ffn_dim": 256,
+                                               "n_layers": 4, "chunk_size": 256, "dropout": 0.1,
+                                               "tcn": {"kernel_size": 5, "dilation_factor": 4, "depth": 4}},
+                                     "steps": 3000, "batch_size": 8, "warmup_steps": 300, "eval_every": 250,
+                                     "max_eval_windows": 40}),
+        # MEGA's enwik8 model (12 layers, D 512, H 1024, FFN 1024, Z 128, N 16, chunk 2048, rotary,
+        # pre-norm LayerNorm, dropout 0.1) with TCNCA's lr 0.005 and weight decay 0.2.
+        "paper": _merge(_ENWIK8_TINY, {"model": {"d_model": 512, "z_dim": 128, "h_dim": 1024, "ffn_dim": 1024,
+                                                 "n_layers": 12, "chunk_size": 2048, "dropout": 0.1,
+                                                 "tcn": {"kernel_size": 17, "dilation_factor": 4, "depth": 4}},
+                                       "steps": 250000, "batch_size": 8, "lr": 5e-3, "weight_decay": 0.2,
+                                       "warmup_steps": 24000, "eval_every": 5000, "max_eval_windows": None}),
+    },
     # TCNCA-simple (Fig. A2): 2 layers with TCNs of depth 3 or 4; width 32 at length 64, where the
     # paper's chunk "corresponds to standard quadratic self-attention": the whole sequence.
     "assoc-recall": {
@@ -104,13 +136,6 @@ def _scalar(raw: str):
         except ValueError:
             pass
     return yaml.safe_load(raw) if raw else ""
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def make_config(task: str, preset: str = "tiny", overrides: dict | None = None) -> TrainConfig:
@@ -165,6 +190,49 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
 
 
+class AssocRecallTask:
+    """Synthetic key-value recall; only the answer position is scored."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.cfg, self.vocab_size = cfg, cfg.vocab_size
+        x, y = associative_recall(cfg.train_examples, cfg.seq_len, cfg.vocab_size, seed=cfg.seed)
+        xe, ye = associative_recall(cfg.eval_examples, cfg.seq_len, cfg.vocab_size, seed=cfg.seed + 1_000_003)
+        self.train, self.eval = (x.to(device), y.to(device)), (xe.to(device), ye.to(device))
+
+    def batch(self, generator: torch.Generator):
+        idx = torch.randint(0, len(self.train[0]), (self.cfg.batch_size,), generator=generator)
+        idx = idx.to(self.train[0].device)
+        return self.train[0][idx], self.train[1][idx]
+
+    def eval_batches(self):
+        x, y = self.eval
+        for i in range(0, len(x), 256):
+            yield x[i:i + 256], y[i:i + 256]
+
+
+class Enwik8Task:
+    """Byte-level language modelling; every byte is scored, bits per character reported."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.cfg, self.device, self.vocab_size = cfg, device, 256
+        path = enwik8.prepare(Path(cfg.data_path) if cfg.data_path else None)
+        self.train, self.valid = enwik8.load_split(path, "train"), enwik8.load_split(path, "valid")
+
+    def batch(self, generator: torch.Generator):
+        x, y = enwik8.train_window(self.train, self.cfg.model.chunk_size, generator, tuple(self.cfg.chunk_counts),
+                                   self.cfg.batch_size)
+        return x.to(self.device), y.to(self.device)
+
+    def eval_batches(self):
+        length = self.cfg.eval_chunks * self.cfg.model.chunk_size
+        for x, y in enwik8.eval_windows(self.valid, length, self.cfg.max_eval_windows):
+            yield x.to(self.device), y.to(self.device)
+
+
+def make_task(cfg: TrainConfig, device: torch.device):
+    return {"assoc-recall": AssocRecallTask, "enwik8": Enwik8Task}[cfg.task](cfg, device)
+
+
 def _loss(model, x, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean loss over scored positions, correct count, scored count)."""
     logits = model(x)  # (B, L, V)
@@ -175,11 +243,12 @@ def _loss(model, x, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, batch_size: int) -> dict:
+def evaluate(model, batches) -> dict:
+    """Loss (nats per scored token), accuracy and bits per character over the evaluation batches."""
     model.eval()
     total, correct, count = 0.0, 0, 0
-    for i in range(0, len(x), batch_size):
-        loss, c, n = _loss(model, x[i:i + batch_size], y[i:i + batch_size])
+    for x, y in batches:
+        loss, c, n = _loss(model, x, y)
         total += loss.item() * n.item()
         correct += c.item()
         count += n.item()
@@ -198,10 +267,8 @@ def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | No
     start = time.perf_counter()
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
-    x_train, y_train = associative_recall(cfg.train_examples, cfg.seq_len, cfg.vocab_size, seed=cfg.seed)
-    x_eval, y_eval = associative_recall(cfg.eval_examples, cfg.seq_len, cfg.vocab_size, seed=cfg.seed + 1_000_003)
-    x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
-    model_cfg = cfg.model.model_copy(update={"vocab_size": cfg.vocab_size, "task": "lm"})
+    task = make_task(cfg, device)
+    model_cfg = cfg.model.model_copy(update={"vocab_size": task.vocab_size, "task": "lm"})
     model = build_model(model_cfg).to(device)
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
@@ -221,12 +288,12 @@ def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | No
     bar = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
     with bar:
-        task = bar.add_task(cfg.task, total=cfg.steps, completed=step)
+        bar_task = bar.add_task(cfg.task, total=cfg.steps, completed=step)
         model.train()
         while step < cfg.steps:
-            idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=sampler).to(device)
+            x, y = task.batch(sampler)
             with amp:
-                loss, _, _ = _loss(model, x_train[idx], y_train[idx])
+                loss, _, _ = _loss(model, x, y)
             if not torch.isfinite(loss):
                 status, reason = "diverged", f"non-finite training loss ({loss.item()}) at step {step}"
                 break
@@ -237,11 +304,12 @@ def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | No
             optimizer.step()
             scheduler.step()
             step += 1
-            bar.update(task, advance=1, description=f"{cfg.task} loss {loss.item():.3f}")
+            bar.update(bar_task, advance=1, description=f"{cfg.task} loss {loss.item():.3f}")
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                metrics = {"step": step, "train_loss": loss.item(), **evaluate(model, x_eval, y_eval, 256)}
+                metrics = {"step": step, "train_loss": loss.item(), **evaluate(model, task.eval_batches())}
                 history.append(metrics)
-                bar.update(task, description=f"{cfg.task} eval acc {metrics['accuracy']:.3f}")
+                bar.update(bar_task, description=f"{cfg.task} eval acc {metrics['accuracy']:.3f} "
+                                                 f"bpc {metrics['bpc']:.3f}")
                 if path is not None:
                     _save(path, model, optimizer, scheduler, sampler, step, history)
                 if callback is not None and callback(step, metrics) is False:

@@ -1,0 +1,149 @@
+"""enwik8: the first 10^8 bytes of an English Wikipedia dump (the Hutter Prize file).
+
+Byte-level tokens (256). Standard split: the first 90M bytes train, the next 5M validation, the
+last 5M test; the metric is bits per character (mean cross-entropy in nats / ln 2). As in the
+TCNCA paper (supplementary F): the text is cut into consecutive chunks of `chunk` bytes; a
+training window is 2, 3 or 4 consecutive chunks at a random chunk boundary; evaluation reads
+consecutive windows of `eval_chunks` chunks.
+
+`download()` fetches enwik8.zip from the Hutter Prize site into the cache directory
+($TCNSEARCH_DATA, default ~/.cache/tcnsearch/data) and checks the unzipped file's MD5. A local
+copy can be given instead (`--data PATH`, the zip or the raw file). Any other file is accepted as
+a custom byte corpus and split 90/5/5 by length, which for enwik8 itself is exactly 90M/5M/5M.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tcnsearch.errors import UserError
+
+URL = "http://mattmahoney.net/dc/enwik8.zip"
+MD5 = "a1fa5ffddb56f4953e226637dabbb36a"
+SIZE = 100_000_000
+SPLITS = {"train": (0.0, 0.9), "valid": (0.9, 0.95), "test": (0.95, 1.0)}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("TCNSEARCH_DATA", Path.home() / ".cache" / "tcnsearch" / "data"))
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _extract(archive: Path, target: Path) -> Path:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            member = "enwik8" if "enwik8" in zf.namelist() else zf.namelist()[0]
+            tmp = target.with_suffix(".part")
+            with zf.open(member) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+    except (zipfile.BadZipFile, IndexError) as err:
+        raise UserError(f"{archive} is not a readable enwik8.zip ({err}); delete it and download again") from None
+    tmp.replace(target)
+    return target
+
+
+def _check(path: Path) -> None:
+    """The real enwik8 must match its published MD5; other corpora are taken as they are."""
+    if path.stat().st_size == SIZE and md5sum(path) != MD5:
+        raise UserError(f"{path} is 100,000,000 bytes but its MD5 is not enwik8's ({MD5}); "
+                        "the file is corrupt: delete it and download again")
+
+
+def download(directory: Path | None = None, url: str = URL) -> Path:
+    """Fetch, unzip and check enwik8 into `directory`; returns the raw file. Idempotent.
+
+    Raises:
+        UserError: offline or unreachable (naming the URL and the --data way out), corrupt data.
+    """
+    directory = Path(directory or data_dir())
+    raw = directory / "enwik8"
+    if raw.exists():
+        _check(raw)
+        return raw
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = directory / "enwik8.zip"
+    if not archive.exists():
+        part = archive.with_suffix(".zip.part")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as fh:
+                shutil.copyfileobj(response, fh, 1 << 20)
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            part.unlink(missing_ok=True)
+            reason = getattr(err, "reason", err)
+            raise UserError(f"cannot download enwik8 from {url} ({reason}); download it elsewhere and pass "
+                            "--data /path/to/enwik8.zip (or the unzipped enwik8)") from None
+        part.replace(archive)
+    _extract(archive, raw)
+    _check(raw)
+    return raw
+
+
+def prepare(source: Path | None = None, directory: Path | None = None) -> Path:
+    """The raw enwik8 file: from `source` (a zip or the raw file), else the cache, else a download."""
+    if source is None:
+        return download(directory)
+    source = Path(source)
+    if not source.exists():
+        raise UserError(f"no data set at {source}; give the path of enwik8.zip or enwik8 to --data, "
+                        "or run `tcnsearch data download enwik8`")
+    with open(source, "rb") as fh:
+        looks_zipped = source.suffix == ".zip" or fh.read(4) == b"PK\x03\x04"
+    if looks_zipped and not zipfile.is_zipfile(source):
+        raise UserError(f"{source} looks like a zip archive but cannot be read; it is probably a partial "
+                        "download: delete it and download again")
+    if looks_zipped:
+        directory = Path(directory or data_dir())
+        directory.mkdir(parents=True, exist_ok=True)
+        raw = _extract(source, directory / "enwik8")
+    else:
+        raw = source
+    _check(raw)
+    return raw
+
+
+def load_split(path: Path, split: str) -> torch.Tensor:
+    """One split as a uint8 tensor (memory-mapped: the 100 MB file is not read until used)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    data = np.memmap(path, dtype=np.uint8, mode="c")  # copy-on-write: the file is never modified
+    lo, hi = (int(round(f * len(data))) for f in SPLITS[split])
+    return torch.from_numpy(np.asarray(data[lo:hi]))
+
+
+def train_window(data: torch.Tensor, chunk: int, generator: torch.Generator,
+                 chunk_counts: tuple[int, ...] = (2, 3, 4), batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets), each (batch, n*chunk): n consecutive chunks from a random chunk boundary."""
+    n = chunk_counts[int(torch.randint(len(chunk_counts), (1,), generator=generator))]
+    length = n * chunk
+    n_starts = (len(data) - 1 - length) // chunk + 1
+    if n_starts < 1:
+        raise ValueError(f"the split has {len(data)} bytes, fewer than one window of {length} + 1")
+    starts = torch.randint(n_starts, (batch,), generator=generator) * chunk
+    rows = torch.stack([data[s:s + length + 1] for s in starts.tolist()]).long()
+    return rows[:, :-1], rows[:, 1:]
+
+
+def eval_windows(data: torch.Tensor, length: int, max_windows: int | None = None):
+    """Consecutive (inputs, targets) windows of `length` bytes, each (1, length), covering the split."""
+    count = (len(data) - 1) // length
+    if max_windows is not None:
+        count = min(count, max_windows)
+    for i in range(count):
+        row = data[i * length:(i + 1) * length + 1].long()[None]
+        yield row[:, :-1], row[:, 1:]
