@@ -154,6 +154,22 @@ static plan_t make_plan(long long L, int dil) {
     return p;
 }
 
+/* One work item: batch row offset, residues [r0, r1) and blocks [j0, j1). */
+typedef struct { long long base, j0, j1; int r0, r1; } item_t;
+
+static inline item_t decode(const plan_t *p, long long item, long long C) {
+    const long long per_batch = (long long)p->n_tiles * p->n_jchunks;
+    const long long rem = item % per_batch;
+    const int tile = (int)(rem / p->n_jchunks), jc = (int)(rem % p->n_jchunks);
+    item_t it;
+    it.base = (item / per_batch) * p->L * C;
+    it.r0 = tile * p->tile;
+    it.r1 = it.r0 + p->tile < p->dil ? it.r0 + p->tile : p->dil;
+    it.j0 = (long long)jc * p->j_per_item;
+    it.j1 = it.j0 + p->j_per_item;
+    return it;
+}
+
 /* Forward: out = act(conv(x)) + res; z (pre-activation) is stored when z_out is non-NULL. */
 void dconv_forward(const float *x, const float *w, const float *res, float *z_out, float *out,
                    long long B, long long L, long long C, int K, int dil, const long long *shift,
@@ -170,13 +186,9 @@ void dconv_forward(const float *x, const float *w, const float *res, float *z_ou
         float *acc = malloc(sizeof(float) * 2 * C);
         #pragma omp for schedule(dynamic, 1)
         for (long long item = 0; item < n_items; item++) {
-            const long long b = item / ((long long)p.n_tiles * p.n_jchunks);
-            const long long rem = item % ((long long)p.n_tiles * p.n_jchunks);
-            const int tile = (int)(rem / p.n_jchunks), jc = (int)(rem % p.n_jchunks);
-            const long long base = b * L * C;
-            const int r0 = tile * p.tile;
-            const int r1 = r0 + p.tile < dil ? r0 + p.tile : dil;
-            const long long j0 = (long long)jc * p.j_per_item, j1 = j0 + p.j_per_item;
+            const item_t it = decode(&p, item, C);
+            const long long base = it.base, j0 = it.j0, j1 = it.j1;
+            const int r0 = it.r0, r1 = it.r1;
             for (long long j = j0; j < j1; j++) {
                 for (int r = r0; r < r1;) {
                     const long long t = j * dil + r;
@@ -214,13 +226,9 @@ void dconv_backward_weight(const float *g_out, const float *z, const float *x, f
         double *mine = calloc((size_t)K * C, sizeof(double));
         #pragma omp for schedule(dynamic, 1)
         for (long long item = 0; item < n_items; item++) {
-            const long long b = item / ((long long)p.n_tiles * p.n_jchunks);
-            const long long rem = item % ((long long)p.n_tiles * p.n_jchunks);
-            const int tile = (int)(rem / p.n_jchunks), jc = (int)(rem % p.n_jchunks);
-            const long long base = b * L * C;
-            const int r0 = tile * p.tile;
-            const int r1 = r0 + p.tile < dil ? r0 + p.tile : dil;
-            const long long j0 = (long long)jc * p.j_per_item, j1 = j0 + p.j_per_item;
+            const item_t it = decode(&p, item, C);
+            const long long base = it.base, j0 = it.j0, j1 = it.j1;
+            const int r0 = it.r0, r1 = it.r1;
             memset(part, 0, sizeof(float) * K * C);
             for (long long j = j0; j < j1; j++) {
                 for (int r = r0; r < r1; r++) {
