@@ -110,6 +110,14 @@ def _shifts(kernel_size: int, dilation: int, pad_left: int, sign: int = 1) -> ct
     return (ctypes.c_longlong * kernel_size)(*[sign * (k * dilation - pad_left) for k in range(kernel_size)])
 
 
+def _residual(x, skip, self_residual: bool) -> torch.Tensor | None:
+    """What the kernel adds after the activation: x, skip, both, or nothing."""
+    res = x if self_residual else skip
+    if self_residual and skip is not None:
+        res = x + skip
+    return None if res is None else res.contiguous()
+
+
 def _forward(x, w, res, z_out, dilation, shifts, act) -> torch.Tensor:
     batch, length, channels = x.shape
     out = torch.empty_like(x)
@@ -131,11 +139,9 @@ class DilatedConvFunction(torch.autograd.Function):
     def forward(ctx, x, w, skip, dilation: int, pad_left: int, activation: str, self_residual: bool):
         act = ACTIVATIONS[activation]
         x, w = x.contiguous(), w.contiguous()
-        res = x if self_residual else skip
-        if self_residual and skip is not None:
-            res = x + skip
+        res = _residual(x, skip, self_residual)
         z = torch.empty_like(x) if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None
-        out = _forward(x, w, None if res is None else res.contiguous(), z, dilation,
+        out = _forward(x, w, res, z, dilation,
                        _shifts(w.shape[0], dilation, pad_left), act)
         ctx.save_for_backward(x, w, z)
         ctx.config = (dilation, pad_left, act, self_residual, skip is not None)
@@ -171,8 +177,5 @@ def dilated_conv(x, w, skip, dilation: int, pad_left: int, activation: str, self
                                     or (skip is not None and skip.requires_grad)):
         return DilatedConvFunction.apply(x, w, skip, dilation, pad_left, activation, self_residual)
     x, w = x.contiguous(), w.contiguous()
-    res = x if self_residual else skip
-    if self_residual and skip is not None:
-        res = x + skip
-    return _forward(x, w, None if res is None else res.contiguous(), None, dilation,
+    return _forward(x, w, _residual(x, skip, self_residual), None, dilation,
                     _shifts(w.shape[0], dilation, pad_left), ACTIVATIONS[activation])
