@@ -28,11 +28,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tcnsearch.data import IGNORE, associative_recall, enwik8
-from tcnsearch.errors import UserError
+from tcnsearch.errors import UserError, validation_message
 from tcnsearch.models import ModelConfig, build_model
-from tcnsearch.profile.candidates import validation_message
-
-TASKS = ("assoc-recall", "enwik8")
 
 
 class TrainConfig(BaseModel):

@@ -30,6 +30,7 @@ TASKS = {  # name: (max length, classes)
     "pathfinder": (1024, 2), "pathx": (16384, 2),
 }
 SPLITS = ("train", "val", "test")
+_LISTOPS_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 LISTOPS_VOCAB = ["<pad>", *[str(d) for d in range(10)], "[MIN", "[MAX", "[MED", "[SM", "]", "(", ")"]
 _LISTOPS_ID = {tok: i for i, tok in enumerate(LISTOPS_VOCAB)}
 csv.field_size_limit(1 << 30)
@@ -76,8 +77,7 @@ def tokenize_listops(source: str) -> list[int]:
 
 
 def load_listops(root: Path, split: str, length: int) -> Classification:
-    name = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}[split]
-    path = _need(Path(root) / "listops-1000" / name, "listops")
+    path = _need(Path(root) / "listops-1000" / _LISTOPS_FILES[split], "listops")
     rows, labels = [], []
     with open(path, newline="") as fh:
         for record in csv.DictReader(fh, delimiter="\t"):
@@ -148,8 +148,7 @@ def write_listops(root: Path, sizes: dict[str, int], seed: int = 0, **kwargs) ->
     folder = Path(root) / "listops-1000"
     folder.mkdir(parents=True, exist_ok=True)
     for i, (split, n) in enumerate(sizes.items()):
-        name = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}[split]
-        with open(folder / name, "w", newline="") as fh:
+        with open(folder / _LISTOPS_FILES[split], "w", newline="") as fh:
             writer = csv.writer(fh, delimiter="\t")
             writer.writerow(["Source", "Target"])
             writer.writerows(generate_listops(n, seed=seed + i, **kwargs))

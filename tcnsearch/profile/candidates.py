@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tcnsearch.errors import UserError
+from tcnsearch.errors import UserError, validation_message
 from tcnsearch.ops import receptive_field
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -86,14 +86,6 @@ class ProfileSpec(BaseModel):
         grid = (Candidate(*c) for c in itertools.product(self.kernel_sizes, self.dilation_factors,
                                                            self.depths, self.per_block))
         return [c for c in grid if c.receptive_field >= self.required_receptive_field]
-
-
-def validation_message(err: ValidationError, prefix: str = "") -> str:
-    """The first problem pydantic found, as one line: 'field: message'."""
-    first = err.errors()[0]
-    msg = first["msg"].removeprefix("Value error, ")
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    return f"{where}: {msg}" if where else msg
 
 
 def make_spec(path: Path | None = None, **overrides) -> ProfileSpec:

@@ -83,11 +83,12 @@ def assemble(
     the lengths, which is what the survivor rule (`min_speedup` at every length) checks.
     """
     key = "speedup_fwdbwd" if spec.mode == "train" else "speedup_fwd"
-    ema_rows = [{"length": s.length, **_timing(stored.get(Job(s)))} for s in _shapes(spec)]
+    shapes = _shapes(spec)
+    ema_rows = [{"length": s.length, **_timing(stored.get(Job(s)))} for s in shapes]
     rows, survivors, failed = [], [], []
     for cand in spec.candidates():
         by_length, ok = [], True
-        for s, ema in zip(_shapes(spec), ema_rows, strict=True):
+        for s, ema in zip(shapes, ema_rows, strict=True):
             tcn = _timing(stored.get(Job(s, cand)))
             entry = {"length": s.length, "tcn_status": tcn["status"]}
             if tcn["status"] == "ok" and ema["status"] == "ok":
