@@ -110,7 +110,10 @@ def prepare(source: Path | None = None, directory: Path | None = None) -> Path:
     if looks_zipped:
         directory = Path(directory or data_dir())
         directory.mkdir(parents=True, exist_ok=True)
-        raw = _extract(source, directory / "enwik8")
+        raw = directory / "enwik8"
+        # Every training run calls prepare(): unpack 100 MB again only if the archive is newer.
+        if not raw.exists() or raw.stat().st_mtime < source.stat().st_mtime:
+            _extract(source, raw)
     else:
         raw = source
     _check(raw)

@@ -52,6 +52,15 @@ def test_prepare_split_and_windows(tmp_path):
     assert bytes(torch.cat([x[0] for x, _ in windows]).tolist()) == bytes(parts["valid"][:len(windows) * 192].tolist())
 
 
+def test_prepare_unpacks_an_archive_once(corpus, tmp_path):
+    archive, raw = corpus
+    path = enwik8.prepare(archive, tmp_path / "c")
+    stamp = path.stat().st_mtime_ns
+    path.write_bytes(raw)  # same content, newer file: a second prepare must not unpack again
+    newer = path.stat().st_mtime_ns
+    assert enwik8.prepare(archive, tmp_path / "c") == path and path.stat().st_mtime_ns == newer >= stamp
+
+
 def test_download_over_http(corpus, tmp_path):
     archive, raw = corpus
 
