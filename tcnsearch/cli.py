@@ -177,12 +177,16 @@ def _list_profiles(storage, as_json) -> int:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set lr=3e-3 --set model.tcn.depth=3 (repeatable).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
-              help="enwik8: a local enwik8.zip or enwik8 instead of the download.")
+              help="enwik8: a local enwik8.zip or enwik8 instead of the download; LRA: the unpacked "
+                   "lra_release folder (ListOps without it is generated).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Save state here.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON document.")
 def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_json):
-    """Train one model on TASK (assoc-recall, enwik8) and report its final metrics."""
+    """Train one model on TASK and report its final metrics.
+
+    TASK: assoc-recall, enwik8, lra-listops, lra-text, lra-retrieval, lra-image, lra-pathfinder, lra-pathx.
+    """
     from tcnsearch.train import make_config, parse_set, train
 
     overrides = parse_set(list(sets))
@@ -197,9 +201,8 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
     if as_json:
         _emit_json(result.to_json() | {"config": cfg.model_dump()})
     else:
-        m = result.metrics
-        click.echo(f"{task}: {result.status} after {result.steps} steps; eval loss {m.get('loss', float('nan')):.4f}, "
-                   f"bpc {m.get('bpc', float('nan')):.4f}, accuracy {m.get('accuracy', float('nan')):.4f}; "
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k in ("loss", "bpc", "accuracy"))
+        click.echo(f"{task}: {result.status} after {result.steps} steps; eval {shown}; "
                    f"{result.num_parameters} parameters; {result.elapsed_s:.1f} s")
     if result.status == "diverged":
         click.echo(f"tcnsearch: failed: {result.reason}", err=True)

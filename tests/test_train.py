@@ -1,10 +1,14 @@
 import json
+import random
 
 import pytest
+import torch
 
 from tcnsearch.cli import main
 from tcnsearch.errors import UserError
-from tcnsearch.train import make_config, parse_set, train
+from tcnsearch.models import build_model
+from tcnsearch.ops import receptive_field
+from tcnsearch.train import make_config, make_task, parse_set, train
 
 FAST = {"seq_len": 16, "vocab_size": 10, "model": {"chunk_size": 16}, "train_examples": 2000,
         "eval_examples": 400}
@@ -83,3 +87,67 @@ def test_train_command_bad_input(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def _imdb(root, n: int, seed: int) -> None:
+    """Miniature IMDB in the release layout: a review is positive iff it says 'good'."""
+    rng = random.Random(seed)
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                filler = "".join(rng.choice("xyzw ") for _ in range(rng.randint(10, 60)))
+                cut = rng.randint(0, len(filler))
+                word = "good" if label == "pos" else "bad!"
+                (folder / f"{i}_5.txt").write_text(filler[:cut] + word + filler[cut:])
+
+
+def test_lra_text_classifier_learns_from_release_files(tmp_path):
+    _imdb(tmp_path, 100, seed=0)
+    cfg = make_config("lra-text", "tiny", {"data_path": str(tmp_path), "seq_len": 96, "steps": 150,
+                                           "eval_every": 50, "batch_size": 16, "lr": 3e-3})
+    result = train(cfg, progress=False)
+    assert result.status == "completed" and set(result.metrics) == {"step", "train_loss", "loss", "accuracy"}
+    assert result.metrics["accuracy"] >= 0.9  # chance is 0.5
+
+
+def test_lra_batches_are_cut_to_their_longest_sequence_without_changing_the_result(tmp_path):
+    (tmp_path / "tsv_data").mkdir()
+    rows = [f"{i % 2}.0\ta{i}\tb{i}\t{'p' * (3 + i)}\t{'q' * (9 - i)}" for i in range(6)]
+    for name in ("train", "eval"):
+        (tmp_path / "tsv_data" / f"new_aan_pairs.{name}.tsv").write_text("\n".join(rows) + "\n")
+    cfg = make_config("lra-retrieval", "tiny", {"data_path": str(tmp_path), "seq_len": 64, "batch_size": 6})
+    task = make_task(cfg, torch.device("cpu"))
+    inputs, labels = next(task.eval_batches())
+    assert inputs["tokens"].shape == (6, 8) and inputs["tokens2"].shape == (6, 9)
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1]
+    model = build_model(cfg.model.model_copy(update={"task": "retrieval", "vocab_size": 256})).eval()
+    full = {"tokens": task.valid.inputs, "padding_mask": task.valid.padding_mask,
+            "tokens2": task.valid.inputs2, "padding_mask2": task.valid.padding_mask2}
+    torch.testing.assert_close(model(**inputs), model(**full), atol=1e-5, rtol=1e-5)
+
+
+def test_lra_listops_runs_offline_on_generated_data(capsys):
+    assert main(["train", "lra-listops", "--steps", "4", "--set", "eval_every=2", "--set", "eval_examples=16",
+                 "--set", "train_examples=32", "--set", "seq_len=64", "--set", "listops_lengths=[5,64]",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "completed" and [h["step"] for h in doc["history"]] == [2, 4]
+    assert 0 <= doc["metrics"]["accuracy"] <= 1 and "bpc" not in doc["metrics"]
+
+
+def test_lra_without_data_names_the_way_out(capsys):
+    assert main(["train", "lra-image", "--steps", "1"]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task,length,dilation", [("lra-listops", 2048, 5), ("lra-text", 4096, 6),
+                                                  ("lra-image", 1024, 4), ("lra-pathx", 16384, 10)])
+def test_lra_paper_presets_follow_mega_and_cover_the_sequence(task, length, dilation):
+    cfg = make_config(task, "paper")
+    assert cfg.seq_len == cfg.model.chunk_size == length  # MEGA's LRA results use full attention
+    assert (cfg.model.tcn.kernel_size, cfg.model.tcn.depth, cfg.model.tcn.dilation_factor) == (17, 4, dilation)
+    t = cfg.model.tcn
+    assert receptive_field(t.kernel_size, t.dilation_factor, t.depth) >= length
+    assert receptive_field(t.kernel_size, t.dilation_factor - 1, t.depth) < length

@@ -87,6 +87,12 @@ def load_listops(root: Path, split: str, length: int) -> Classification:
     return Classification(ids, mask, torch.tensor(labels))
 
 
+def listops_from_pairs(pairs: list[tuple[str, int]], length: int) -> Classification:
+    """(Source, Target) pairs, as `generate_listops` returns them, as tensors padded to `length`."""
+    ids, mask = _pad([tokenize_listops(source) for source, _ in pairs], length)
+    return Classification(ids, mask, torch.tensor([target for _, target in pairs]))
+
+
 _OPS = ("[MIN", "[MAX", "[MED", "[SM")
 
 
