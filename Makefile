@@ -21,7 +21,7 @@ test: $(BIN)/.installed  ## the test suite
 
 bench: $(BIN)/.installed  ## every benchmark
 	$(BIN)/python benchmarks/ops.py
-	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/profiling.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -369,8 +369,10 @@ def evaluate(model, batches) -> dict:
 
 
 def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | None = None,
-          checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+          checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True,
+          on_model: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
     """Train one model. `callback(step, metrics)` after every evaluation; returning False stops the run.
+    `on_model(model)` once the model is built (a trial records its size before its first evaluation).
 
     With `checkpoint`, the state is saved after every evaluation (atomically), and `resume=True`
     continues from it: the same steps, the same data order, the same result as one uninterrupted run.
@@ -383,6 +385,8 @@ def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | No
                                              "num_classes": task.num_classes,
                                              "max_length": max(cfg.model.max_length, cfg.seq_len)})
     model = build_model(model_cfg).to(device)
+    if on_model is not None:
+        on_model(model)
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     sampler = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)

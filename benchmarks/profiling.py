@@ -7,8 +7,8 @@
    the repeat-to-repeat spread: a sample of candidates measured again in a second database,
    compared speedup by speedup.
 
-    python benchmarks/profile.py            # the default grid (a few minutes on 2 CPU cores)
-    python benchmarks/profile.py --json
+    python benchmarks/profiling.py            # the default grid (a few minutes on 2 CPU cores)
+    python benchmarks/profiling.py --json
 """
 
 from __future__ import annotations

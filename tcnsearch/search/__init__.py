@@ -1,0 +1,24 @@
+"""Studies: Ray Tune trains models drawn from the profile's survivors; every trial lands in Optuna.
+
+    spec = load_spec("assoc-recall", preset="tiny")          # studies/assoc-recall.yaml
+    result = run_study("assoc-recall", preset="tiny", trials=8)
+    result.best                                              # the best trial(s)
+"""
+
+from tcnsearch.search.runner import StudyResult, open_storage, run_study, summarize, trial_row
+from tcnsearch.search.spec import Budget, Objective, Param, Scheduler, StudySpec, find_study_file, load_spec
+
+__all__ = [
+    "Budget",
+    "Objective",
+    "Param",
+    "Scheduler",
+    "StudyResult",
+    "StudySpec",
+    "find_study_file",
+    "load_spec",
+    "open_storage",
+    "run_study",
+    "summarize",
+    "trial_row",
+]

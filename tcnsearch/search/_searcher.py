@@ -1,0 +1,184 @@
+"""A Ray Tune searcher that is an Optuna study: ask on suggest, report on each result, tell at the end.
+
+Ray's stock OptunaSearch tells Optuna COMPLETE with the last value for a trial ASHA stopped
+early, which the sampler and the dashboard then take for a full-budget result. Here:
+
+- a trial that reached its last step             -> COMPLETE with its final value(s)
+- a trial the scheduler stopped early            -> PRUNED, its evaluations as intermediate values
+- a trial that raised or reached a non-finite loss -> FAIL, the reason in user attr `fail_reason`
+- a trial the driver was stopped in the middle of -> FAIL (`interrupted`), and re-queued with the
+  same parameters so that `--resume` runs it again; a driver killed outright leaves its trials
+  to go stale (no heartbeat), and the next driver fails and re-queues them the same way.
+
+The study, not Ray, holds the state: the count of finished trials decides when the search is
+done, so several drivers can share one study and a resumed driver runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from tcnsearch.search.spec import TCN_PARAM, StudySpec
+
+RETRY_OF = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
+FAIL_REASON = "fail_reason"
+
+
+def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a new trial with `trial`'s parameters (Optuna's stale-trial callback, and ours on Ctrl-C)."""
+    params = {k: v for k, v in trial.params.items() if k not in _DERIVED}
+    study.enqueue_trial(params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+def occupied(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trials that count against the budget: finished or running, less the failures already re-queued."""
+    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+               or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+_DERIVED = ("K", "f", "D", "B")  # recorded from the chosen survivor, never sampled
+
+
+class StudySearcher(Searcher):
+    """Suggests Tune configs from `study` and writes every outcome back to it.
+
+    Args:
+        study: the Optuna study (on an RDBStorage with heartbeats).
+        spec: the study spec; its space and objective.
+        survivors: the profile's survivors, frozen in the study when it was created.
+        target: finished trials the study should hold.
+        multi_objective: minimise the objective and the TCN's profiled latency together.
+    """
+
+    def __init__(self, study: optuna.Study, spec: StudySpec, survivors: list[dict], target: int,
+                 multi_objective: bool, latency_key: str):
+        metric, mode = spec.objective.metric, spec.objective.mode
+        super().__init__(metric=metric, mode=mode)
+        self.study, self.spec, self.target = study, spec, target
+        self.survivors = {s["label"]: s for s in survivors}
+        self.multi_objective, self.latency_key = multi_objective, latency_key
+        self.trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
+        self.last: dict[str, dict] = {}
+        self.tune_trials: dict = {}  # Tune trial id -> Tune Trial, filled by the runner's callback
+        self.lock = threading.Lock()  # the heartbeat thread reads `trials`
+
+    # -- Tune's side ----------------------------------------------------------------------------
+
+    def suggest(self, trial_id: str) -> dict | None:
+        optuna.storages.fail_stale_trials(self.study)
+        trials = self.study.get_trials(deepcopy=False)
+        if occupied(trials) >= self.target:
+            # Another driver's running trials may still fail and come back: wait for them.
+            mine = {t.number for t in self.trials.values()}
+            others = [t for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
+            return None if others else Searcher.FINISHED
+        trial = self.study.ask()
+        values = {key: param.suggest(trial, key) for key, param in self.spec.space.items()}
+        label = trial.suggest_categorical(TCN_PARAM, list(self.survivors))
+        chosen = self.survivors[label]
+        self._record_structure(trial, chosen)
+        for key in ("latency_ms", "receptive_field", "tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms",
+                    "speedup_fwd", "speedup_fwdbwd", "device"):
+            if key in chosen:
+                trial.set_user_attr(key, chosen[key])
+        tcn = {"kernel_size": chosen["kernel_size"], "dilation_factor": chosen["dilation_factor"],
+               "depth": chosen["depth"], "per_block": chosen["per_block"]}
+        cfg = self.spec.trial_config(values, tcn)
+        with self.lock:
+            self.trials[trial_id] = trial
+        return {"train": cfg.model_dump(mode="json"), "optuna_trial": trial.number}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        trial = self.trials.get(trial_id)
+        if trial is None:
+            return
+        self.last[trial_id] = result
+        if "num_parameters" in result and "num_parameters" not in trial.user_attrs:
+            trial.set_user_attr("num_parameters", int(result["num_parameters"]))
+            trial.set_user_attr("host", result.get("host"))
+        value = result.get(self.metric)
+        if not self.multi_objective and value is not None and math.isfinite(value):
+            trial.report(float(value), step=int(result["step"]))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        with self.lock:
+            trial = self.trials.pop(trial_id, None)
+        if trial is None:
+            return
+        last = result or self.last.pop(trial_id, None) or {}
+        if error:
+            self._fail(trial, self._error_message(trial_id))
+        elif last.get("final"):
+            values = [float(last[self.metric])]
+            if self.multi_objective:
+                values.append(float(trial.user_attrs[self.latency_key]))
+            if not all(math.isfinite(v) for v in values):
+                self._fail(trial, f"non-finite final {self.metric}")
+            else:
+                self.study.tell(trial, values if self.multi_objective else values[0])
+        elif last:
+            # Stopped before its last step with no error: the scheduler pruned it.
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self._fail(trial, "stopped before its first evaluation", retry=True)
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its searcher into the experiment state; the study (a database connection),
+        # the lock and the live trials stay here: on restore the database is the state.
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "lock", "trials", "tune_trials")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock, self.trials, self.tune_trials = threading.Lock(), {}, {}
+
+    def save(self, checkpoint_path: str) -> None:
+        # Tune checkpoints searchers; this one's state is the Optuna database, already saved.
+        with open(checkpoint_path, "w") as fh:
+            fh.write("state: the Optuna study in the database\n")
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    # -- ours -------------------------------------------------------------------------------------
+
+    def running_trial_ids(self) -> list[int]:
+        with self.lock:
+            return [t._trial_id for t in self.trials.values()]
+
+    def interrupt_all(self, reason: str = "interrupted: the study driver stopped") -> int:
+        """FAIL every trial still running here and queue it again; returns how many."""
+        with self.lock:
+            pending, self.trials = list(self.trials.values()), {}
+        for trial in pending:
+            self._fail(trial, reason, retry=True)
+        return len(pending)
+
+    def _fail(self, trial: optuna.Trial, reason: str, retry: bool = False) -> None:
+        trial.set_user_attr(FAIL_REASON, reason[:2000])
+        self.study.tell(trial, state=TrialState.FAIL)
+        if retry:
+            retry_later(self.study, self.study._storage.get_trial(trial._trial_id))
+
+    def _error_message(self, trial_id: str) -> str:
+        tune_trial = self.tune_trials.get(trial_id)
+        error = tune_trial.get_error() if tune_trial is not None else None
+        if error is None:
+            return "the trial raised an error (see the Ray logs)"
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        # Ray wraps the exception in its traceback; the last line is the exception itself.
+        return lines[-1] if lines else type(error).__name__
+
+    @staticmethod
+    def _record_structure(trial: optuna.Trial, chosen: dict) -> None:
+        """K, f, D, B as parameters of their own, so the dashboard can slice and rank by them."""
+        storage = trial.study._storage
+        for name, key in zip(_DERIVED, ("kernel_size", "dilation_factor", "depth", "per_block"), strict=True):
+            distribution = optuna.distributions.CategoricalDistribution(chosen["choices"][key])
+            storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(chosen[key]),
+                                    distribution)

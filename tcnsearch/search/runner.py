@@ -1,0 +1,307 @@
+"""`tcnsearch study NAME`: profile if needed, then Ray Tune trains the survivors into an Optuna study.
+
+    result = run_study("assoc-recall", preset="tiny", storage="sqlite:///tcnsearch.db", trials=8)
+    result.counts    # {"COMPLETE": 5, "PRUNED": 3, "FAIL": 0, ...}
+    result.best      # the best trial(s): parameters, values, profiled latency
+
+The order matters for what users keep when something goes wrong: every check that can refuse
+(the study file, the database, the Ray cluster, the existing study) comes before any trial
+starts, and a driver that stops for any reason first fails and re-queues the trials it was
+running, so the study never holds a trial stuck in RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Callback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tcnsearch.errors import UserError
+from tcnsearch.profile import GPU_MODELS, run_profile
+from tcnsearch.search._searcher import FAIL_REASON, RETRY_OF, StudySearcher, occupied, retry_later
+from tcnsearch.search.spec import TCN_PARAM, StudySpec, load_spec
+from tcnsearch.storage import create_engine, masked, resolve_url
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats, metric names and fail_stale_trials are stable in practice and exactly what we need.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+# Tune's result files are off (the study is the record); its analysis would warn about each trial.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+LATENCY = "latency_ms"
+
+
+@dataclass
+class StudyResult:
+    study_name: str
+    storage: str
+    preset: str
+    task: str
+    directions: list[str]
+    metric_names: list[str]
+    counts: dict[str, int]
+    best: list[dict]
+    ran: int
+    device: str
+    survivors: int
+    elapsed_s: float
+    interrupted: int = 0
+    trials: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"study": self.study_name, "storage": self.storage, "preset": self.preset, "task": self.task,
+                "directions": self.directions, "metric_names": self.metric_names, "counts": self.counts,
+                "best": self.best, "ran": self.ran, "device": self.device, "survivors": self.survivors,
+                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3)}
+
+
+def _label(row: dict) -> str:
+    return f"K{row['kernel_size']}-f{row['dilation_factor']}-D{row['depth']}-B{row['per_block']}"
+
+
+def _survivor_records(rows: list[dict], device: str, latency_key: str) -> list[dict]:
+    """The profile's survivors as the study keeps them: a label, the structure, its timings."""
+    choices = {k: sorted({r[k] for r in rows}) for k in ("kernel_size", "dilation_factor", "depth", "per_block")}
+    keep = ("kernel_size", "dilation_factor", "depth", "per_block", "receptive_field", "tcn_fwd_ms",
+            "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms", "speedup_fwd", "speedup_fwdbwd")
+    return [{"label": _label(r), **{k: r[k] for k in keep}, LATENCY: r[latency_key], "device": device,
+             "choices": choices} for r in rows]
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's storage on `url`, with heartbeats so a killed driver's trials go stale and are re-queued."""
+    create_engine(url)  # reachability (a clear UserError) and SQLite's WAL mode, which persists in the file
+    kwargs: dict = {"engine_kwargs": {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                    else {"pool_pre_ping": True}}
+    if heartbeat_s:
+        kwargs |= {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
+                   "heartbeat_stale_trial_callback": retry_later}
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def _existing(storage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _prepare_study(spec: StudySpec, storage, name: str, directions: list[str], metric_names: list[str],
+                   survivors: list[dict], resume: bool) -> tuple[optuna.Study, list[dict]]:
+    study = _existing(storage, name)
+    if study is not None:
+        if not resume and study.get_trials(deepcopy=False):
+            raise UserError(f"study {name!r} already holds {len(study.get_trials(deepcopy=False))} trials; "
+                            "--resume continues it, --study-name NAME starts another")
+        stored = [d.name.lower() for d in study.directions]
+        if stored != directions:
+            raise UserError(f"study {name!r} optimises {stored}, not {directions}; "
+                            "use --study-name NAME for a study with other objectives")
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+    if "survivors" in study.user_attrs:
+        survivors = study.user_attrs["survivors"]  # frozen at creation: the parameter space must not move
+    else:
+        study.set_metric_names(metric_names)
+        for key, value in {"task": spec.task, "preset": spec.preset, "survivors": survivors,
+                           "device": survivors[0]["device"], "objective": spec.objective.model_dump(),
+                           "profile": spec.profile_spec().model_dump(), "study_file": spec.name}.items():
+            study.set_user_attr(key, value)
+    return study, survivors
+
+
+class _Progress:
+    """A rich progress bar over the study's budget."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.bar = Progress(TextColumn("[bold]study[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
+        self.task = self.bar.add_task("starting Ray", total=total, completed=done)
+
+    def show(self, text: str) -> None:
+        self.bar.update(self.task, description=text)
+
+    def advance(self) -> None:
+        self.bar.advance(self.task)
+
+
+class _TuneHook(Callback):
+    """A Tune callback: the progress bar, and the Tune trials whose errors become fail reasons."""
+
+    def __init__(self, searcher: StudySearcher, progress: _Progress):
+        self.searcher, self.progress = searcher, progress
+
+    def __getstate__(self) -> dict:
+        return {}  # Tune pickles its callbacks into the experiment state; this one is live-only
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.searcher.tune_trials[trial.trial_id] = trial
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metric = self.searcher.metric
+        self.progress.show(f"trial {trial.config.get('optuna_trial', '?')}: step {result.get('step')} "
+                           f"{metric} {result.get(metric, float('nan')):.4f}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.progress.advance()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.progress.advance()
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.config.get('optuna_trial', trial.trial_id)}"
+
+
+def _heartbeats(storage, searcher: StudySearcher, interval: int, stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        for trial_id in searcher.running_trial_ids():
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a database blip must not kill the driver; the next beat retries
+                logging.getLogger(__name__).warning("heartbeat for trial %s failed", trial_id, exc_info=True)
+
+
+def _init_ray(ray_address: str | None) -> bool:
+    """Join the cluster at `ray_address`, or start a local Ray runtime. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if ray_address:
+        from tcnsearch.profile._remote import check_reachable
+
+        check_reachable(ray_address)
+    try:
+        ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        raise UserError(f"cannot start or reach Ray at {ray_address or 'local'}: {str(err).splitlines()[0]}; "
+                        "check --ray-address (e.g. 127.0.0.1:6379)") from None
+    return True
+
+
+def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,
+              gpu: str = "auto", ray_address: str | None = None, resume: bool = False,
+              multi_objective: bool = False, study_name: str | None = None, max_concurrent: int | None = None,
+              progress: bool = True) -> StudyResult:
+    """Run (or continue) the study `name` until it holds its budget of finished trials.
+
+    Raises:
+        UserError: a bad study file, an unreachable database or cluster, an unknown GPU, a study
+            that exists (without `resume`) or has other objectives, no survivors. Before any trial runs.
+    """
+    start = time.perf_counter()
+    spec = load_spec(name, preset)
+    url = resolve_url(storage)
+    if gpu not in GPU_MODELS and gpu not in ("auto", "cpu"):
+        raise UserError(f"unknown GPU {gpu!r}; choose one of auto, cpu, {', '.join(GPU_MODELS)}")
+    rdb = open_storage(url, spec.heartbeat_s)
+    profile_spec = spec.profile_spec()
+    latency_key = "tcn_fwdbwd_ms" if profile_spec.mode == "train" else "tcn_fwd_ms"
+    profile = run_profile(profile_spec, gpu=gpu, storage=url, ray_address=ray_address, progress=progress)
+    if not profile.survivors:
+        raise UserError(f"no TCN structure of the profile beats the EMA by {profile_spec.min_speedup}x with "
+                        f"R >= {profile_spec.required_receptive_field} on {profile.device.device_name}; "
+                        "widen the profile grid in the study file or lower min_speedup")
+    device = profile.device.device_name
+    metric = spec.objective.metric
+    directions = ["minimize" if spec.objective.mode == "min" else "maximize"]
+    metric_names = [metric]
+    if multi_objective:
+        directions.append("minimize")
+        metric_names.append(LATENCY)
+    name_in_db = study_name or f"{spec.name}-{preset}" + ("-pareto" if multi_objective else "")
+    study, survivors = _prepare_study(spec, rdb, name_in_db, directions, metric_names,
+                                      _survivor_records(profile.survivors, device, latency_key), resume)
+    target = trials or spec.budget.trials
+    optuna.storages.fail_stale_trials(study)
+    done_before = occupied(study.get_trials(deepcopy=False))
+
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    owns_ray = _init_ray(ray_address)
+    searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY)
+    bar = _Progress(target, min(done_before, target), progress)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeats, args=(rdb, searcher, spec.heartbeat_s, stop), daemon=True)
+    base = spec.base_config()
+    resources = {"cpu": spec.budget.cpus_per_trial, "gpu": spec.budget.gpus_per_trial}
+    if gpu not in ("auto", "cpu") and ray_address:
+        resources[f"accelerator_type:{GPU_MODELS[gpu]}"] = 0.001  # trials go where the profile's GPU is
+    scheduler = None
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=spec.objective.mode,
+                                  max_t=max(1, -(-base.steps // base.eval_every)),
+                                  grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    from tcnsearch.search._trainable import run_trial
+
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                    max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
+                                    reuse_actors=True, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=name_in_db, storage_path=os.path.join(tempfile.gettempdir(), "tcnsearch-ray"),
+                                  verbose=0, callbacks=[_TuneHook(searcher, bar)], log_to_file=False,
+                                  failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
+    )
+    interrupted = 0
+    beat.start()
+    try:
+        with bar.bar:
+            tuner.fit()
+    finally:
+        interrupted = searcher.interrupt_all()
+        stop.set()
+        beat.join()
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+    return summarize(study, url, spec, device, len(survivors), time.perf_counter() - start,
+                     ran=occupied(study.get_trials(deepcopy=False)) - done_before, interrupted=interrupted)
+
+
+def trial_row(t: optuna.trial.FrozenTrial) -> dict:
+    row = {"number": t.number, "state": t.state.name, "values": t.values,
+           "params": {k: v for k, v in t.params.items()}, "duration_s": t.duration.total_seconds() if t.duration
+           else None}
+    for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "receptive_field", "num_parameters",
+                "device", "host", FAIL_REASON, RETRY_OF):
+        if key in t.user_attrs:
+            row[key] = t.user_attrs[key]
+    return row
+
+
+def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survivors: int, elapsed: float,
+              ran: int = 0, interrupted: int = 0) -> StudyResult:
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
+    directions = [d.name.lower() for d in study.directions]
+    if counts["COMPLETE"] == 0:
+        best = []
+    elif len(directions) == 1:
+        best = [trial_row(study.best_trial)]
+    else:
+        best = [trial_row(t) for t in study.best_trials]
+    return StudyResult(study_name=study.study_name, storage=masked(url), preset=spec.preset, task=spec.task,
+                       directions=directions, metric_names=study.metric_names or [spec.objective.metric],
+                       counts=counts, best=best, ran=ran, device=device, survivors=survivors, elapsed_s=elapsed,
+                       interrupted=interrupted, trials=[trial_row(t) for t in trials])
+
+
+__all__ = ["StudyResult", "TCN_PARAM", "open_storage", "run_study", "summarize", "trial_row"]

@@ -1,0 +1,223 @@
+"""Study files: `studies/NAME.yaml`, one per study, validated here.
+
+A study file names the task, the objective, the search space, the profile that picks the TCN
+structures, the budget and the scheduler. Its `presets:` section overlays any of these per
+preset (tiny, cpu, paper); each preset's training settings start from `train.PRESETS`.
+
+    task: assoc-recall
+    objective: {metric: accuracy, mode: max}
+    space:                                    # dotted TrainConfig keys; the TCN comes from the profile
+      lr: {low: 1.0e-3, high: 3.0e-2, log: true}
+      model.dropout: {choices: [0.0, 0.1]}
+    profile: {kernel_sizes: [3, 5], depths: [3, 4], min_receptive_field: 32}
+    budget: {trials: 16, max_concurrent: 2, cpus_per_trial: 1}
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}
+    presets:
+      tiny: {budget: {trials: 8}, train: {steps: 300}}
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tcnsearch.errors import UserError, validation_message
+from tcnsearch.profile import ProfileSpec
+from tcnsearch.train import PRESETS, TrainConfig, make_config
+
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
+TCN_PARAM = "tcn"  # the one parameter drawn from the profile's survivors
+
+
+class Param(BaseModel):
+    """One searched hyperparameter: `choices`, or a range `low`..`high` (ints give an integer range)."""
+
+    model_config = ConfigDict(extra="forbid")
+    choices: list[float | int | str | bool | None] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Param:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either choices: [...] or low: and high:")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices must not be empty")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
+
+    def suggest(self, trial, name: str):
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        if self.is_int:
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class Objective(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: Literal["loss", "accuracy", "bpc"] = "loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trials: int = Field(default=16, ge=1, description="finished trials the study should hold")
+    max_concurrent: int = Field(default=2, ge=1)
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0, description="fractions share a GPU")
+    max_failures: int = Field(default=1, ge=0, description="retries of a trial whose worker died")
+
+
+class Scheduler(BaseModel):
+    """ASHA over evaluations: a trial is one rung further each `eval_every` steps."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(default=2, ge=1, description="evaluations before a trial can be stopped")
+    reduction_factor: float = Field(default=2, gt=1)
+
+
+class StudySpec(BaseModel):
+    """A study file with one preset applied."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    task: str
+    preset: Literal["tiny", "cpu", "paper"] = "tiny"
+    description: str = ""
+    objective: Objective = Field(default_factory=Objective)
+    train: dict = Field(default_factory=dict, description="TrainConfig overrides on the preset's defaults")
+    space: dict[str, Param] = Field(default_factory=dict)
+    profile: dict = Field(default_factory=dict, description="ProfileSpec fields; shapes default to training's")
+    budget: Budget = Field(default_factory=Budget)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    heartbeat_s: int = Field(default=10, ge=1, description="a driver's trials go stale after 3 missed beats")
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if self.task not in PRESETS:
+            raise ValueError(f"task: unknown task {self.task!r}; choose one of {', '.join(PRESETS)}")
+        if TCN_PARAM in self.space or any(k.startswith("model.tcn") for k in self.space):
+            raise ValueError("space: the TCN structure comes from the profile's survivors; drop model.tcn keys")
+        return self
+
+    def base_config(self) -> TrainConfig:
+        """The trial config before any searched value: the preset with the study's `train` overrides."""
+        return make_config(self.task, self.preset, self.train)
+
+    def trial_config(self, values: dict, tcn: dict) -> TrainConfig:
+        """The config of one trial: searched `values` (dotted keys) and the TCN structure."""
+        overrides = copy.deepcopy(self.train)
+        for dotted, value in values.items():
+            _set(overrides, dotted, value)
+        _set(overrides, "model.tcn", {**_get(overrides, "model.tcn", {}), **tcn})
+        return make_config(self.task, self.preset, overrides)
+
+    def profile_spec(self) -> ProfileSpec:
+        """The profile the study draws from; lengths, channels and batch follow the training shapes."""
+        cfg = self.base_config()
+        if cfg.task == "enwik8":
+            lengths = sorted({cfg.model.chunk_size * c for c in cfg.chunk_counts})
+        else:
+            lengths = [cfg.seq_len]
+        # LRA classifies with non-causal mixers: a centred TCN against MEGA's bidirectional EMA.
+        defaults = {"lengths": lengths, "channels": cfg.model.d_model, "batch": cfg.batch_size,
+                    "ema_dim": cfg.model.ema_dim, "bidirectional": cfg.task.startswith("lra-")}
+        try:
+            return ProfileSpec(**(defaults | self.profile))
+        except ValidationError as err:
+            raise UserError(f"study {self.name}: {validation_message(err, prefix='profile')}") from None
+
+
+def _set(doc: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    for key in path:
+        doc = doc.setdefault(key, {})
+    doc[last] = value
+
+
+def _get(doc: dict, dotted: str, default):
+    for key in dotted.split("."):
+        if not isinstance(doc, dict) or key not in doc:
+            return default
+        doc = doc[key]
+    return doc
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def find_study_file(name: str) -> Path:
+    """NAME is a file in studies/ (without .yaml) or a path to one."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"study file {name} not found")
+        return path
+    path = STUDIES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))) or "none"
+        raise UserError(f"unknown study {name!r}; choose one of {known}, or give a path to a .yaml file")
+    return path
+
+
+def load_spec(name: str, preset: str = "tiny") -> StudySpec:
+    """The study file `name` with `preset` applied, checked down to one trial's config.
+
+    Raises:
+        UserError: no such study, unreadable or malformed YAML, or an invalid field (named).
+    """
+    path = find_study_file(name)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping with task, objective, space, ...")
+    presets = doc.pop("presets", None) or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise UserError(f"{path}: presets must map a preset name to a mapping of overrides")
+    unknown = set(presets) - {"tiny", "cpu", "paper"}
+    if unknown:
+        raise UserError(f"{path}: presets: unknown preset {sorted(unknown)[0]!r}; use tiny, cpu or paper")
+    doc = _merge(doc, presets.get(preset, {}))
+    doc.setdefault("name", path.stem)
+    try:
+        spec = StudySpec(**doc, preset=preset)
+    except ValidationError as err:
+        raise UserError(f"{path}: {validation_message(err)}") from None
+    except TypeError as err:
+        raise UserError(f"{path}: {err}") from None
+    # Every searched key must land in a valid config: try the range ends now, not in trial 1.
+    try:
+        spec.base_config()
+        for key, param in spec.space.items():
+            probe = param.choices if param.choices is not None else [param.low, param.high]
+            for value in probe:
+                spec.trial_config({key: int(value) if param.is_int else value}, {})
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    spec.profile_spec()
+    return spec
