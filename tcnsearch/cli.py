@@ -210,6 +210,101 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
     return 0
 
 
+@cli.command("study")
+@click.argument("name")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="tiny", show_default=True,
+              help="tiny: seconds per trial on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes.")
+@STORAGE_OPTION
+@click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold (default: "
+                                                           "the study file's budget).")
+@click.option("--gpu", default="auto", show_default=True,
+              help="Target device of the profile and the trials: auto, cpu, v100, a100, h100, ...")
+@click.option("--ray-address", metavar="HOST:PORT", help="Join this Ray cluster (default: a local Ray runtime).")
+@click.option("--resume", is_flag=True, help="Continue the stored study: finished trials stay, interrupted "
+                                             "ones run again.")
+@click.option("--multi-objective", is_flag=True, help="Optimise the objective and the TCN's latency together "
+                                                      "(a Pareto front).")
+@click.option("--study-name", help="Name in the database (default: NAME-PRESET, -pareto if multi-objective).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: the study file's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+def study_command(name, preset, storage, trials, gpu, ray_address, resume, multi_objective, study_name,
+                  max_concurrent, as_json):
+    """Train TCNCA models drawn from the profile's survivors; every trial lands in the Optuna study.
+
+    NAME is a file in studies/ (without .yaml) or a path to one. The profile runs first where the
+    latency table lacks it.
+    """
+    from tcnsearch.search import run_study
+
+    result = run_study(name, preset=preset, storage=storage, trials=trials, gpu=gpu.lower(),
+                       ray_address=ray_address, resume=resume, multi_objective=multi_objective,
+                       study_name=study_name, max_concurrent=max_concurrent, progress=not as_json)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        _print_study(result)
+    if result.interrupted:
+        click.echo(f"tcnsearch: interrupted; {result.interrupted} running trial(s) re-queued, "
+                   f"--resume continues the study", err=True)
+        return 130
+    return 0
+
+
+def _print_study(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Study {result.study_name} ({result.task}, preset {result.preset}) on {result.device}")
+    for col in ("#", "state", "TCN", "R", "latency ms", *result.metric_names[:1], "params", "note"):
+        table.add_column(col, justify="right" if col not in ("state", "TCN", "note") else "left")
+    best = {b["number"] for b in result.best}
+    for t in result.trials:
+        value = f"{t['values'][0]:.4f}" if t["values"] else "-"
+        searched = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()
+                             if k not in ("tcn", "K", "f", "D", "B"))
+        note = t.get("fail_reason") or searched
+        table.add_row(f"{t['number']}{' *' if t['number'] in best else ''}", t["state"],
+                      str(t["params"].get("tcn", "-")), str(t.get("receptive_field", "-")),
+                      f"{t['latency_ms']:.3g}" if "latency_ms" in t else "-", value,
+                      f"{t.get('num_parameters', '-')}", note)
+    console = Console()
+    console.print(table)
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
+    console.print(f"{counts}; this run: {result.ran} trial(s), {result.elapsed_s:.1f} s; {result.survivors} TCN "
+                  f"structures survived the profile. Stored in {result.storage}. * best. Browse: tcnsearch "
+                  f"dashboard --storage {result.storage}")
+
+
+@cli.command("dashboard")
+@STORAGE_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: everyone).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard_command(storage, host, port):
+    """Serve optuna-dashboard on the database (Ctrl-C stops it)."""
+    from tcnsearch.report import serve_dashboard
+
+    serve_dashboard(storage, host=host, port=port)
+    return 0
+
+
+@cli.command("report")
+@click.argument("study")
+@STORAGE_OPTION
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="The HTML file (default dashboards/study-STUDY.html).")
+@click.option("--json", "as_json", is_flag=True)
+def report_command(study, storage, out, as_json):
+    """Write a plotly HTML report of a stored STUDY: history, Pareto front, importances, its profile."""
+    from tcnsearch.report import write_study_report
+
+    path = write_study_report(study, storage, out or Path("dashboards") / f"study-{study}.html")
+    if as_json:
+        _emit_json({"study": study, "report": str(path)})
+    else:
+        click.echo(f"{study}: report written to {path}")
+    return 0
+
+
 @cli.group()
 def data():
     """Download, prepare or generate data sets."""

@@ -11,6 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+# Ray 2.60 writes ~/.ray/auth_token on a local ray.init, which a later `ray start` head then
+# rejects from drivers: the tests' clusters run without token authentication, as one machine's.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 PG_ADMIN = os.environ.get("TCNSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -5,10 +5,12 @@
     result.best                                              # the best trial(s)
 """
 
-from tcnsearch.search.runner import StudyResult, open_storage, run_study, summarize, trial_row
+from tcnsearch.search._study import LATENCY, open_storage, trial_row
+from tcnsearch.search.runner import StudyResult, run_study, summarize
 from tcnsearch.search.spec import Budget, Objective, Param, Scheduler, StudySpec, find_study_file, load_spec
 
 __all__ = [
+    "LATENCY",
     "Budget",
     "Objective",
     "Param",

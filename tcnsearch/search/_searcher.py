@@ -21,28 +21,11 @@ import threading
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
+from tcnsearch.search._study import DERIVED, FAIL_REASON, occupied, retry_later
 from tcnsearch.search.spec import TCN_PARAM, StudySpec
-
-RETRY_OF = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
-FAIL_REASON = "fail_reason"
-
-
-def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a new trial with `trial`'s parameters (Optuna's stale-trial callback, and ours on Ctrl-C)."""
-    params = {k: v for k, v in trial.params.items() if k not in _DERIVED}
-    study.enqueue_trial(params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
-
-
-def occupied(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """Trials that count against the budget: finished or running, less the failures already re-queued."""
-    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-               or (t.state == TrialState.FAIL and t.number not in retried))
-
-
-_DERIVED = ("K", "f", "D", "B")  # recorded from the chosen survivor, never sampled
 
 
 class StudySearcher(Searcher):
@@ -96,7 +79,12 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         trial = self.trials.get(trial_id)
-        if trial is None:
+        if trial is not None:
+            self._observe(trial_id, trial, result)
+
+    def _observe(self, trial_id: str, trial: optuna.Trial, result: dict) -> None:
+        """Record one evaluation. Tune hands a trial's last result to on_trial_complete only."""
+        if "step" not in result or self.last.get(trial_id, {}).get("step") == result["step"]:
             return
         self.last[trial_id] = result
         if "num_parameters" in result and "num_parameters" not in trial.user_attrs:
@@ -111,7 +99,9 @@ class StudySearcher(Searcher):
             trial = self.trials.pop(trial_id, None)
         if trial is None:
             return
-        last = result or self.last.pop(trial_id, None) or {}
+        if result:
+            self._observe(trial_id, trial, result)
+        last = self.last.pop(trial_id, None) or {}
         if error:
             self._fail(trial, self._error_message(trial_id))
         elif last.get("final"):
@@ -178,7 +168,31 @@ class StudySearcher(Searcher):
     def _record_structure(trial: optuna.Trial, chosen: dict) -> None:
         """K, f, D, B as parameters of their own, so the dashboard can slice and rank by them."""
         storage = trial.study._storage
-        for name, key in zip(_DERIVED, ("kernel_size", "dilation_factor", "depth", "per_block"), strict=True):
+        for name, key in zip(DERIVED, ("kernel_size", "dilation_factor", "depth", "per_block"), strict=True):
             distribution = optuna.distributions.CategoricalDistribution(chosen["choices"][key])
             storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(chosen[key]),
                                     distribution)
+
+
+class TuneHook(Callback):
+    """A Tune callback: progress to `show`/`advance`, and the Tune trials whose errors become fail reasons."""
+
+    def __init__(self, searcher: StudySearcher, progress):
+        self.searcher, self.progress = searcher, progress
+
+    def __getstate__(self) -> dict:
+        return {}  # Tune pickles its callbacks into the experiment state; this one is live-only
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.searcher.tune_trials[trial.trial_id] = trial
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metric = self.searcher.metric
+        self.progress.show(f"trial {trial.config.get('optuna_trial', '?')}: step {result.get('step')} "
+                           f"{metric} {result.get(metric, float('nan')):.4f}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.progress.advance()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.progress.advance()

@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tcnsearch.errors import UserError
 from tcnsearch.profile import GPU_MODELS, run_profile
-from tcnsearch.search._searcher import FAIL_REASON, RETRY_OF, StudySearcher, occupied, retry_later
-from tcnsearch.search.spec import TCN_PARAM, StudySpec, load_spec
-from tcnsearch.storage import create_engine, masked, resolve_url
+from tcnsearch.search._study import LATENCY, occupied, open_storage, trial_row
+from tcnsearch.search.spec import StudySpec, load_spec
+from tcnsearch.storage import masked, resolve_url
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -40,7 +39,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 # Tune's result files are off (the study is the record); its analysis would warn about each trial.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-LATENCY = "latency_ms"
 
 
 @dataclass
@@ -78,17 +76,6 @@ def _survivor_records(rows: list[dict], device: str, latency_key: str) -> list[d
             "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms", "speedup_fwd", "speedup_fwdbwd")
     return [{"label": _label(r), **{k: r[k] for k in keep}, LATENCY: r[latency_key], "device": device,
              "choices": choices} for r in rows]
-
-
-def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's storage on `url`, with heartbeats so a killed driver's trials go stale and are re-queued."""
-    create_engine(url)  # reachability (a clear UserError) and SQLite's WAL mode, which persists in the file
-    kwargs: dict = {"engine_kwargs": {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
-                    else {"pool_pre_ping": True}}
-    if heartbeat_s:
-        kwargs |= {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
-                   "heartbeat_stale_trial_callback": retry_later}
-    return optuna.storages.RDBStorage(url, **kwargs)
 
 
 def _existing(storage, name: str) -> optuna.Study | None:
@@ -136,35 +123,11 @@ class _Progress:
         self.bar.advance(self.task)
 
 
-class _TuneHook(Callback):
-    """A Tune callback: the progress bar, and the Tune trials whose errors become fail reasons."""
-
-    def __init__(self, searcher: StudySearcher, progress: _Progress):
-        self.searcher, self.progress = searcher, progress
-
-    def __getstate__(self) -> dict:
-        return {}  # Tune pickles its callbacks into the experiment state; this one is live-only
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.searcher.tune_trials[trial.trial_id] = trial
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        metric = self.searcher.metric
-        self.progress.show(f"trial {trial.config.get('optuna_trial', '?')}: step {result.get('step')} "
-                           f"{metric} {result.get(metric, float('nan')):.4f}")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.progress.advance()
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.progress.advance()
-
-
 def _trial_name(trial) -> str:
     return f"trial_{trial.config.get('optuna_trial', trial.trial_id)}"
 
 
-def _heartbeats(storage, searcher: StudySearcher, interval: int, stop: threading.Event) -> None:
+def _heartbeats(storage, searcher, interval: int, stop: threading.Event) -> None:
     while not stop.wait(interval):
         for trial_id in searcher.running_trial_ids():
             try:
@@ -232,6 +195,9 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from tcnsearch.search._searcher import StudySearcher, TuneHook
+    from tcnsearch.search._trainable import run_trial
+
     owns_ray = _init_ray(ray_address)
     searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY)
     bar = _Progress(target, min(done_before, target), progress)
@@ -247,8 +213,6 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
                                   max_t=max(1, -(-base.steps // base.eval_every)),
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
-    from tcnsearch.search._trainable import run_trial
-
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
@@ -256,7 +220,7 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
                                     reuse_actors=True, trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name=name_in_db, storage_path=os.path.join(tempfile.gettempdir(), "tcnsearch-ray"),
-                                  verbose=0, callbacks=[_TuneHook(searcher, bar)], log_to_file=False,
+                                  verbose=0, callbacks=[TuneHook(searcher, bar)], log_to_file=False,
                                   failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
     )
     interrupted = 0
@@ -276,17 +240,6 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
                      ran=occupied(study.get_trials(deepcopy=False)) - done_before, interrupted=interrupted)
 
 
-def trial_row(t: optuna.trial.FrozenTrial) -> dict:
-    row = {"number": t.number, "state": t.state.name, "values": t.values,
-           "params": {k: v for k, v in t.params.items()}, "duration_s": t.duration.total_seconds() if t.duration
-           else None}
-    for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "receptive_field", "num_parameters",
-                "device", "host", FAIL_REASON, RETRY_OF):
-        if key in t.user_attrs:
-            row[key] = t.user_attrs[key]
-    return row
-
-
 def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survivors: int, elapsed: float,
               ran: int = 0, interrupted: int = 0) -> StudyResult:
     trials = study.get_trials(deepcopy=False)
@@ -304,4 +257,4 @@ def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survi
                        interrupted=interrupted, trials=[trial_row(t) for t in trials])
 
 
-__all__ = ["StudyResult", "TCN_PARAM", "open_storage", "run_study", "summarize", "trial_row"]
+__all__ = ["StudyResult", "run_study", "summarize"]

@@ -1,0 +1,21 @@
+"""`tcnsearch dashboard`: optuna-dashboard on the one database, bound to loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import sys
+
+from tcnsearch.storage import create_engine, masked, resolve_url
+
+
+def serve_dashboard(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve until interrupted.
+
+    Raises:
+        UserError: the database is unreachable (checked before the server starts).
+    """
+    import optuna_dashboard
+
+    url = resolve_url(storage)
+    create_engine(url)
+    print(f"optuna-dashboard on {masked(url)}: http://{host}:{port}/ (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    optuna_dashboard.run_server(url, host=host, port=port)

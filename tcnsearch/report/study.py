@@ -1,0 +1,110 @@
+"""The study report: how the search went, what it found, and the latency each structure costs.
+
+1. Optimisation history (best so far) and every trial's evaluations (the pruned ones stop early).
+2. The objective against the TCN's profiled latency, the Pareto front joined: the structures
+   that no other beats on both.
+3. Hyperparameter importances (fANOVA over the finished trials), and a parallel-coordinate view.
+4. The study's profile: the survivors it drew from, their latency and speedup over the EMA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+from tcnsearch.errors import UserError
+from tcnsearch.search import LATENCY, open_storage
+from tcnsearch.storage import masked, resolve_url
+
+
+def load_study(name: str, storage: str | None = None) -> optuna.Study:
+    """The stored study `name`, or a UserError naming the studies there are."""
+    url = resolve_url(storage)
+    rdb = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(rdb)) or "none"
+        raise UserError(f"no study {name!r} in {masked(url)}; stored studies: {names}") from None
+
+
+def pareto_front(points: list[tuple[float, float]], maximize_first: bool) -> list[int]:
+    """Indices of the points no other point beats on both (objective in its direction, latency lower)."""
+    sign = -1 if maximize_first else 1
+    front = []
+    for i, (a, la) in enumerate(points):
+        dominated = any(sign * b <= sign * a and lb <= la and (sign * b < sign * a or lb < la)
+                        for j, (b, lb) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def objective_vs_latency(study: optuna.Study) -> go.Figure:
+    metric = (study.metric_names or [study.user_attrs.get("objective", {}).get("metric", "objective")])[0]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if LATENCY in t.user_attrs]
+    points = [(t.values[0], t.user_attrs[LATENCY]) for t in done]
+    front = sorted(pareto_front(points, maximize), key=lambda i: points[i][1])
+    fig = go.Figure()
+    fig.add_scatter(x=[p[1] for p in points], y=[p[0] for p in points], mode="markers", name="complete trials",
+                    text=[f"trial {t.number}: {t.params.get('tcn')}" for t in done], hoverinfo="text+x+y")
+    fig.add_scatter(x=[points[i][1] for i in front], y=[points[i][0] for i in front], mode="lines+markers",
+                    name="Pareto front", line={"shape": "hv"})
+    fig.update_layout(title=f"{metric} against the TCN's profiled latency", xaxis_title="TCN latency (ms)",
+                      yaxis_title=metric)
+    return fig
+
+
+def survivors_figure(study: optuna.Study) -> go.Figure:
+    rows = sorted(study.user_attrs.get("survivors", []), key=lambda r: r[LATENCY])
+    fig = go.Figure()
+    fig.add_bar(x=[r["label"] for r in rows], y=[r.get("speedup_fwdbwd") for r in rows], name="speedup fwd+bwd")
+    fig.add_bar(x=[r["label"] for r in rows], y=[r.get("speedup_fwd") for r in rows], name="speedup fwd")
+    tried = {t.params.get("tcn") for t in study.get_trials(deepcopy=False)}
+    fig.update_layout(title=f"The profile's {len(rows)} survivors on {study.user_attrs.get('device', '?')} "
+                            f"(speedup over MEGA's EMA; {len(tried & {r['label'] for r in rows})} tried)",
+                      barmode="group", yaxis_title="x faster than the EMA")
+    return fig
+
+
+def study_figures(study: optuna.Study) -> list[go.Figure]:
+    vis = optuna.visualization
+    single = len(study.directions) == 1
+    figures = []
+    if single:
+        figures += [vis.plot_optimization_history(study), vis.plot_intermediate_values(study)]
+    else:
+        figures.append(vis.plot_pareto_front(study, target_names=study.metric_names))
+    figures.append(objective_vs_latency(study))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) >= 2:
+        target = None if single else (lambda t: t.values[0])
+        with contextlib.suppress(ValueError, RuntimeError):  # e.g. every finished trial has the same params
+            figures.append(vis.plot_param_importances(study, target=target))
+        figures.append(vis.plot_parallel_coordinate(study, target=target))
+    figures.append(survivors_figure(study))
+    return figures
+
+
+def write_study_report(name: str, storage: str | None, path: str | Path) -> Path:
+    """One self-contained HTML page for the stored study `name`."""
+    study = load_study(name, storage)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(study_figures(study))]
+    counts = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    title = html.escape(f"tcnsearch study — {name}")
+    meta = html.escape(f"task {study.user_attrs.get('task')}, preset {study.user_attrs.get('preset')}, "
+                       f"device {study.user_attrs.get('device')}; trials: "
+                       + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+                    f"<body><h2>{title}</h2><p>{meta}</p>{''.join(parts)}</body></html>")
+    return path

@@ -1,0 +1,52 @@
+"""The Optuna side of a study, without Ray: the storage, the trial bookkeeping, the summary."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from tcnsearch.storage import create_engine
+
+LATENCY = "latency_ms"  # user attr and second objective: the TCN's profiled time at the study's shapes
+RETRY_OF = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
+FAIL_REASON = "fail_reason"
+
+
+def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a new trial with `trial`'s parameters (Optuna's stale-trial callback, and ours on Ctrl-C)."""
+    params = {k: v for k, v in trial.params.items() if k not in DERIVED}
+    study.enqueue_trial(params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+def occupied(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trials that count against the budget: finished or running, less the failures already re-queued."""
+    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+               or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+DERIVED = ("K", "f", "D", "B")  # recorded from the chosen survivor, never sampled
+
+
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's storage on `url`, with heartbeats so a killed driver's trials go stale and are re-queued."""
+    create_engine(url)  # reachability (a clear UserError) and SQLite's WAL mode, which persists in the file
+    kwargs: dict = {"engine_kwargs": {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                    else {"pool_pre_ping": True}}
+    if heartbeat_s:
+        kwargs |= {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
+                   "heartbeat_stale_trial_callback": retry_later}
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def trial_row(t: optuna.trial.FrozenTrial) -> dict:
+    """A trial as the CLI's table and JSON show it."""
+    row = {"number": t.number, "state": t.state.name, "values": t.values, "params": dict(t.params),
+           "duration_s": t.duration.total_seconds() if t.duration else None}
+    for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "receptive_field", "num_parameters",
+                "device", "host", FAIL_REASON, RETRY_OF):
+        if key in t.user_attrs:
+            row[key] = t.user_attrs[key]
+    return row

@@ -1,0 +1,30 @@
+import pytest
+import yaml
+
+# A study small enough for seconds per trial: length 16, width 16, 40 steps, a 4-structure profile.
+SMALL = {
+    "task": "assoc-recall",
+    "objective": {"metric": "loss", "mode": "min"},
+    "train": {"seq_len": 16, "vocab_size": 10, "train_examples": 500, "eval_examples": 100, "steps": 40,
+              "eval_every": 10, "warmup_steps": 5, "batch_size": 16,
+              "model": {"d_model": 16, "ffn_dim": 32, "chunk_size": 16}},
+    "space": {"lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}, "model.dropout": {"choices": [0.0, 0.1]}},
+    "profile": {"kernel_sizes": [3], "dilation_factors": [2, 4], "depths": [2, 3], "per_block": [1],
+                "min_receptive_field": 8, "min_speedup": 0.01},
+    "budget": {"trials": 3, "max_concurrent": 2},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "heartbeat_s": 1,
+}
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    """Write a study file (SMALL with `changes` merged per top-level key) and return its path."""
+    def write(name: str = "small", **changes) -> str:
+        doc = {k: (v | changes[k] if isinstance(v, dict) and k in changes else changes.get(k, v))
+               for k, v in SMALL.items()}
+        doc.update({k: v for k, v in changes.items() if k not in doc})
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return str(path)
+    return write

@@ -1,0 +1,109 @@
+"""Real studies: a Ray cluster (the session's head), Optuna on SQLite and PostgreSQL, real training."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tcnsearch.errors import UserError
+from tcnsearch.search import open_storage, run_study
+
+
+def _trials(url, name):
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+
+
+def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, sqlite_url, ray_head):
+    result = run_study(study_file(), storage=sqlite_url, ray_address=ray_head, progress=False)
+    trials = _trials(sqlite_url, "small-tiny")
+    assert len(trials) == 3 and result.ran == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    assert result.counts["RUNNING"] == 0 and result.counts["COMPLETE"] >= 1
+    survivors = {s["label"]: s for s in optuna.load_study(study_name="small-tiny", storage=sqlite_url)
+                 .user_attrs["survivors"]}
+    for t in trials:
+        label = t.params["tcn"]
+        assert label in survivors and t.params["K"] == survivors[label]["kernel_size"]
+        assert (t.params["f"], t.params["D"], t.params["B"]) == (survivors[label]["dilation_factor"],
+                                                                 survivors[label]["depth"], 1)
+        assert 1e-3 <= t.params["lr"] <= 1e-2 and t.params["model.dropout"] in (0.0, 0.1)
+        assert t.user_attrs["latency_ms"] == survivors[label]["latency_ms"] > 0
+        assert t.user_attrs["receptive_field"] >= 8 and t.user_attrs["num_parameters"] > 0
+        assert t.user_attrs["device"] == result.device
+        assert t.intermediate_values and min(t.intermediate_values) == 10  # one per evaluation
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert all(max(t.intermediate_values) == 40 and t.value == t.intermediate_values[40] for t in complete)
+    assert result.best[0]["values"][0] == min(t.value for t in complete)
+
+
+def test_asha_stops_become_pruned_not_complete(study_file, sqlite_url, ray_head):
+    # Eight one-at-a-time trials with an aggressive ASHA: some are stopped after one evaluation.
+    path = study_file(budget={"trials": 8, "max_concurrent": 1},
+                      scheduler={"grace_period": 1, "reduction_factor": 4})
+    result = run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
+    trials = _trials(sqlite_url, "small-tiny")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and result.counts["PRUNED"] == len(pruned)
+    assert all(max(t.intermediate_values) < 40 for t in pruned)  # stopped before the last step
+    assert all(max(t.intermediate_values) == 40 for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_diverging_trials_fail_with_their_reason(study_file, sqlite_url, ray_head):
+    path = study_file(train={"grad_clip": 0, "warmup_steps": 0},
+                      space={"lr": {"low": 1.0e10, "high": 1.0e12, "log": True}}, budget={"trials": 2},
+                      scheduler={"type": "none"})
+    result = run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
+    trials = _trials(sqlite_url, "small-tiny")
+    assert result.counts["FAIL"] == 2 and all(t.state == TrialState.FAIL for t in trials)
+    assert all("non-finite training loss" in t.user_attrs["fail_reason"] for t in trials)
+    assert result.best == []
+
+
+def test_resume_runs_only_what_is_missing_and_a_rerun_without_it_is_refused(study_file, sqlite_url, ray_head):
+    path = study_file(budget={"trials": 2})
+    run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
+    before = {t.number: (t.state, t.params, t.value) for t in _trials(sqlite_url, "small-tiny")}
+    with pytest.raises(UserError, match="already holds 2 trials; --resume continues it"):
+        run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
+    result = run_study(path, storage=sqlite_url, ray_address=ray_head, trials=3, resume=True, progress=False)
+    after = _trials(sqlite_url, "small-tiny")
+    assert result.ran == 1 and len(after) == 3
+    assert {t.number: (t.state, t.params, t.value) for t in after[:2]} == before  # untouched
+    again = run_study(path, storage=sqlite_url, ray_address=ray_head, trials=3, resume=True, progress=False)
+    assert again.ran == 0 and len(_trials(sqlite_url, "small-tiny")) == 3
+
+
+def test_multi_objective_keeps_the_pareto_front(study_file, sqlite_url, ray_head):
+    result = run_study(study_file(scheduler={"type": "none"}), storage=sqlite_url, ray_address=ray_head,
+                       multi_objective=True, progress=False)
+    study = optuna.load_study(study_name="small-tiny-pareto", storage=sqlite_url)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["loss", "latency_ms"]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3
+    for t in complete:
+        assert t.values[1] == t.user_attrs["latency_ms"]
+    front = {t.number for t in study.best_trials}
+    assert {b["number"] for b in result.best} == front
+    for t in complete:  # a trial is off the front only if another beats it on both
+        beaten = any(o.values[0] <= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+                     for o in complete)
+        assert (t.number not in front) == beaten
+
+
+def test_postgresql_holds_the_study_and_the_profile(study_file, pg_url, ray_head):
+    result = run_study(study_file(budget={"trials": 2}), storage=pg_url, ray_address=ray_head,
+                       study_name="small-on-pg", progress=False)
+    assert result.storage == pg_url.replace("postgres@", "postgres@")  # no password to mask here
+    trials = _trials(pg_url, "small-on-pg")
+    assert len(trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
+def test_refusals_come_before_anything_is_stored(study_file, tmp_path, ray_head):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(UserError, match="no TCN structure of the profile beats the EMA by 1000000.0x"):
+        run_study(study_file(profile={"min_speedup": 1e6}), storage=url, ray_address=ray_head, progress=False)
+    assert optuna.get_all_study_summaries(url) == []
+    with pytest.raises(UserError, match="cannot reach the database"):
+        run_study(study_file(), storage="postgresql+psycopg://nobody@127.0.0.1:1/none", progress=False)
+    with pytest.raises(UserError, match="unknown GPU 'v99'"):
+        run_study(study_file(), storage=url, gpu="v99", progress=False)
