@@ -13,8 +13,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed  ## the main job on embedded defaults: profile this machine into sqlite:///tcnsearch.db
-	$(BIN)/tcnsearch profile
+demo: $(BIN)/.installed  ## the main job on embedded defaults: profile, a small study, its report (SQLite, local Ray)
+	$(BIN)/tcnsearch study assoc-recall --preset tiny --resume
+	$(BIN)/tcnsearch report assoc-recall-tiny
+	@echo "Browse the study: $(BIN)/tcnsearch dashboard   (then open http://127.0.0.1:8080)"
 
 test: $(BIN)/.installed  ## the test suite
 	$(BIN)/python -m pytest -q
@@ -22,6 +24,9 @@ test: $(BIN)/.installed  ## the test suite
 bench: $(BIN)/.installed  ## every benchmark
 	$(BIN)/python benchmarks/ops.py
 	$(BIN)/python benchmarks/profiling.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/attention_ablation.py
+	$(BIN)/python benchmarks/study_overhead.py --tiny-study
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

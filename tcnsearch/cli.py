@@ -226,9 +226,11 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
                                                       "(a Pareto front).")
 @click.option("--study-name", help="Name in the database (default: NAME-PRESET, -pareto if multi-objective).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: the study file's).")
+@click.option("--data", "data_path", type=click.Path(path_type=Path),
+              help="enwik8: a local enwik8.zip or enwik8 (default: download once); LRA: the lra_release folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def study_command(name, preset, storage, trials, gpu, ray_address, resume, multi_objective, study_name,
-                  max_concurrent, as_json):
+                  max_concurrent, data_path, as_json):
     """Train TCNCA models drawn from the profile's survivors; every trial lands in the Optuna study.
 
     NAME is a file in studies/ (without .yaml) or a path to one. The profile runs first where the
@@ -238,7 +240,8 @@ def study_command(name, preset, storage, trials, gpu, ray_address, resume, multi
 
     result = run_study(name, preset=preset, storage=storage, trials=trials, gpu=gpu.lower(),
                        ray_address=ray_address, resume=resume, multi_objective=multi_objective,
-                       study_name=study_name, max_concurrent=max_concurrent, progress=not as_json)
+                       study_name=study_name, max_concurrent=max_concurrent, progress=not as_json,
+                       data_path=str(data_path) if data_path else None)
     if as_json:
         _emit_json(result.to_json())
     else:

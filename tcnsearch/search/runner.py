@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -123,6 +124,22 @@ class _Progress:
         self.bar.advance(self.task)
 
 
+def _prepare_data(spec: StudySpec, data_path: str | None) -> None:
+    """Fetch or check the data set once, here, so that no trial fails for want of it."""
+    if data_path:
+        spec.train = spec.train | {"data_path": str(data_path)}
+    given = spec.train.get("data_path")
+    if spec.task == "enwik8":
+        from tcnsearch.data import enwik8
+
+        spec.train = spec.train | {"data_path": str(enwik8.prepare(Path(given) if given else None))}
+    elif spec.task.startswith("lra-") and spec.task != "lra-listops" and not given:
+        raise UserError(f"{spec.task} needs its data: download lra_release.gz from the Long Range Arena "
+                        "repository, unpack it, and pass the folder with --data")
+    elif given and not Path(given).exists():
+        raise UserError(f"--data {given}: not found")
+
+
 def _trial_name(trial) -> str:
     return f"trial_{trial.config.get('optuna_trial', trial.trial_id)}"
 
@@ -158,8 +175,10 @@ def _init_ray(ray_address: str | None) -> bool:
 def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,
               gpu: str = "auto", ray_address: str | None = None, resume: bool = False,
               multi_objective: bool = False, study_name: str | None = None, max_concurrent: int | None = None,
-              progress: bool = True) -> StudyResult:
+              progress: bool = True, data_path: str | None = None, trainable=None) -> StudyResult:
     """Run (or continue) the study `name` until it holds its budget of finished trials.
+
+    `trainable` replaces the training function (the overhead benchmark passes a trivial one).
 
     Raises:
         UserError: a bad study file, an unreachable database or cluster, an unknown GPU, a study
@@ -167,6 +186,7 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     """
     start = time.perf_counter()
     spec = load_spec(name, preset)
+    _prepare_data(spec, data_path)
     url = resolve_url(storage)
     if gpu not in GPU_MODELS and gpu not in ("auto", "cpu"):
         raise UserError(f"unknown GPU {gpu!r}; choose one of auto, cpu, {', '.join(GPU_MODELS)}")
@@ -214,7 +234,7 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(trainable or run_trial, resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
                                     max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
                                     reuse_actors=True, trial_name_creator=_trial_name,

@@ -166,17 +166,18 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def find_study_file(name: str) -> Path:
-    """NAME is a file in studies/ (without .yaml) or a path to one."""
+    """NAME is a path to a .yaml file, or a file in ./studies or in the shipped studies/ (without .yaml)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UserError(f"study file {name} not found")
         return path
-    path = STUDIES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))) or "none"
-        raise UserError(f"unknown study {name!r}; choose one of {known}, or give a path to a .yaml file")
-    return path
+    folders = [Path.cwd() / "studies", STUDIES_DIR]  # your own studies/ first, then the shipped ones
+    for folder in folders:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = ", ".join(sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})) or "none"
+    raise UserError(f"unknown study {name!r}; choose one of {known}, or give a path to a .yaml file")
 
 
 def load_spec(name: str, preset: str = "tiny") -> StudySpec:

@@ -1,0 +1,60 @@
+import random
+
+import optuna
+import pytest
+
+from tcnsearch.cli import main
+from tcnsearch.report import pareto_front, write_study_report
+
+
+def _study(url: str, name: str, directions: list[str]) -> optuna.Study:
+    """A stored study shaped like run_study's: survivors in the study, latency on each trial."""
+    study = optuna.create_study(study_name=name, storage=url, directions=directions)
+    survivors = [{"label": f"K{k}-f2-D3-B1", "kernel_size": k, "latency_ms": 0.5 * k, "speedup_fwd": 4.0 / k,
+                  "speedup_fwdbwd": 3.0 / k} for k in (3, 5, 7)]
+    study.set_user_attr("survivors", survivors)
+    study.set_user_attr("device", "cpu: test")
+    rng = random.Random(0)
+    for _ in range(8):
+        trial = study.ask()
+        label = trial.suggest_categorical("tcn", [s["label"] for s in survivors])
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        latency = next(s["latency_ms"] for s in survivors if s["label"] == label)
+        trial.set_user_attr("latency_ms", latency)
+        loss = 1.0 + abs(lr - 3e-3) * 10 + rng.random() * 0.1
+        for step in (10, 20):
+            if len(directions) == 1:
+                trial.report(loss + 1 / step, step)
+        study.tell(trial, [loss, latency] if len(directions) == 2 else loss)
+    return study
+
+
+def test_pareto_front_against_brute_force():
+    rng = random.Random(1)
+    points = [(rng.random(), rng.random()) for _ in range(40)]
+    for maximize in (False, True):
+        s = -1 if maximize else 1
+        expected = [i for i, (a, la) in enumerate(points)
+                    if not any(s * b <= s * a and lb <= la and (b, lb) != (a, la) for b, lb in points)]
+        assert pareto_front(points, maximize) == expected
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["minimize", "minimize"]])
+def test_study_report_holds_history_front_importances_and_profile(tmp_path, directions):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _study(url, "demo", directions)
+    page = write_study_report("demo", url, tmp_path / "report.html").read_text()
+    assert page.count("plotly.js") >= 1 and "cpu: test" in page
+    assert "against the TCN's profiled latency" in page and "Pareto front" in page
+    assert "Hyperparameter Importances" in page and "survivors on cpu: test" in page
+    if len(directions) == 1:
+        assert "Optimization History Plot" in page and "Intermediate Values Plot" in page
+
+
+def test_report_command_writes_the_default_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _study(url, "demo", ["minimize"])
+    assert main(["report", "demo", "--storage", url]) == 0
+    assert (tmp_path / "dashboards" / "study-demo.html").stat().st_size > 100_000
+    assert "dashboards/study-demo.html" in capsys.readouterr().out

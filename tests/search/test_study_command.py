@@ -1,0 +1,94 @@
+"""`tcnsearch study` as users run it: JSON, one-line refusals, Ctrl-C, then --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tcnsearch.cli import main
+
+CLI = [str(Path(sys.executable).with_name("tcnsearch"))]
+
+
+def test_study_json_names_the_study_the_storage_and_the_best(study_file, sqlite_url, ray_head, capsys):
+    assert main(["study", study_file(), "--storage", sqlite_url, "--ray-address", ray_head, "--trials", "2",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["study"] == "small-tiny" and doc["storage"] == sqlite_url and doc["ran"] == 2
+    assert sum(doc["counts"].values()) == 2 and doc["counts"]["RUNNING"] == 0
+    assert doc["best"][0]["params"]["tcn"].startswith("K3-") and doc["metric_names"] == ["loss"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["study", "nope"], "unknown study 'nope'"),
+    (["study", "assoc-recall", "--preset", "huge"], "Invalid value for '--preset'"),
+    (["study", "assoc-recall", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"],
+     "cannot reach the database postgresql+psycopg://u:***@127.0.0.1:1/db"),
+    (["study", "assoc-recall", "--gpu", "v99"], "unknown GPU 'v99'"),
+    (["study", "assoc-recall", "--trials", "0"], "Invalid value for '--trials'"),
+    (["report", "nope"], "no study 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "secret" not in err
+
+
+def _states(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials()
+    except KeyError:
+        return []
+
+
+def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file, sqlite_url, ray_head, tmp_path):
+    path = study_file(train={"steps": 800, "eval_every": 200}, budget={"trials": 3, "max_concurrent": 1},
+                      scheduler={"type": "none"})
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    proc = subprocess.Popen(CLI + ["study", path, "--storage", sqlite_url, "--ray-address", ray_head],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(t.state == TrialState.RUNNING for t in _states(sqlite_url,
+                                                                                             "small-tiny")):
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume continues the study" in err
+    trials = _states(sqlite_url, "small-tiny")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert interrupted and all("interrupted" in t.user_attrs["fail_reason"] for t in interrupted)
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs["retry_of"] for t in queued] == [t.number for t in interrupted]
+
+    finished_before = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+    assert main(["study", path, "--storage", sqlite_url, "--ray-address", ray_head, "--resume", "--json"]) == 0
+    after = _states(sqlite_url, "small-tiny")
+    assert {t.number: t.value for t in after if t.number in finished_before} == finished_before
+    assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    done = [t for t in after if t.state == TrialState.COMPLETE]
+    assert len(done) == 3
+    # the re-queued trial ran again with the parameters it had
+    retried = [t for t in after if "retry_of" in t.user_attrs]
+    assert retried and retried[0].params["tcn"] == after[retried[0].user_attrs["retry_of"]].params["tcn"]
+
+
+def test_a_missing_data_set_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TCNSEARCH_DATA", str(tmp_path / "no-cache"))
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["study", "lra-image", "--storage", url]) == 2
+    assert "lra-image needs its data" in capsys.readouterr().err
+    assert main(["study", "enwik8", "--storage", url, "--data", str(tmp_path / "missing.zip")]) == 2
+    assert "missing.zip" in capsys.readouterr().err
+    assert not (tmp_path / "db.sqlite").exists()
