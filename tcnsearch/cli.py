@@ -76,7 +76,8 @@ STORAGE_OPTION = click.option(
 @click.option("--min-receptive-field", callback=_receptive_field_rule, metavar="N|length|none",
               help="Keep structures with R >= N; 'length' (default): R >= the longest length; 'none'.")
 @click.option("--force", is_flag=True, help="Measure again what is already stored.")
-@click.option("--ray-address", metavar="ADDR", help="Ray cluster to run on when the GPU is not local.")
+@click.option("--ray-address", metavar="ADDR", envvar="TCNSEARCH_RAY_ADDRESS",
+              help="Ray cluster to run on when the GPU is not local (default: $TCNSEARCH_RAY_ADDRESS).")
 @click.option("--min-run-time", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
               help="Seconds of repeats per timing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -219,7 +220,8 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
                                                            "the study file's budget).")
 @click.option("--gpu", default="auto", show_default=True,
               help="Target device of the profile and the trials: auto, cpu, v100, a100, h100, ...")
-@click.option("--ray-address", metavar="HOST:PORT", help="Join this Ray cluster (default: a local Ray runtime).")
+@click.option("--ray-address", metavar="HOST:PORT", envvar="TCNSEARCH_RAY_ADDRESS",
+              help="Join this Ray cluster (default: $TCNSEARCH_RAY_ADDRESS, else a local Ray runtime).")
 @click.option("--resume", is_flag=True, help="Continue the stored study: finished trials stay, interrupted "
                                              "ones run again.")
 @click.option("--multi-objective", is_flag=True, help="Optimise the objective and the TCN's latency together "

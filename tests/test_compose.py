@@ -1,27 +1,79 @@
-"""docker-compose.yml's structure (no Docker engine runs here, so the file is checked, not started)."""
+"""docker-compose.yml, the Dockerfile and .env.example (no Docker engine runs here: checked, not started)."""
 
+import re
+import shlex
 from pathlib import Path
 
 import yaml
 
+from tcnsearch.cli import cli
+
 ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
 
 
-def test_postgres_service():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    pg = compose["services"]["postgres"]
+def test_the_services_of_the_cluster():
+    assert set(SERVICES) == {"postgres", "ray-head", "ray-worker", "dashboard", "tcnsearch"}
+    for name in ("ray-head", "ray-worker", "dashboard", "tcnsearch"):
+        assert SERVICES[name]["build"] == "." and SERVICES[name]["image"].startswith("${TCNSEARCH_IMAGE")
+
+
+def test_postgres_is_healthchecked_kept_on_a_volume_and_loopback_only():
+    pg = SERVICES["postgres"]
     assert pg["image"].startswith("postgres:")
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
-    assert any(v.startswith("pgdata:") for v in pg["volumes"]) and "pgdata" in compose["volumes"]
-    # the password comes from the environment, and the port is published on loopback only
-    assert pg["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
-    assert all(p.startswith("127.0.0.1:") for p in pg["ports"])
+    assert any(v.startswith("pgdata:") for v in pg["volumes"]) and "pgdata" in COMPOSE["volumes"]
+    assert pg["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_ray_head_and_workers():
+    head, worker = SERVICES["ray-head"], SERVICES["ray-worker"]
+    assert "ray start --head" in head["command"] and "--port=6379" in head["command"]
+    assert "ray status" in " ".join(head["healthcheck"]["test"])
+    assert head["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "--address=ray-head:6379" in worker["command"]
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    device = worker["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert str(worker["deploy"]["replicas"]).startswith("${RAY_WORKERS")
+
+
+def test_every_container_reaches_the_one_database_without_a_written_secret():
+    for name in ("ray-head", "ray-worker", "dashboard", "tcnsearch"):
+        url = SERVICES[name]["environment"]["TCNSEARCH_STORAGE"]
+        assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+        assert "${POSTGRES_PASSWORD:?" in url
+    assert SERVICES["tcnsearch"]["environment"]["TCNSEARCH_RAY_ADDRESS"] == "ray-head:6379"
+
+
+def test_only_the_dashboards_and_the_database_are_published_on_loopback():
+    published = {name: s.get("ports", []) for name, s in SERVICES.items()}
+    assert {n for n, p in published.items() if p} == {"postgres", "ray-head", "dashboard"}
+    assert all(p.startswith("127.0.0.1:") for ports in published.values() for p in ports)
+    assert not any(":6379" in p for ports in published.values() for p in ports)  # Ray's GCS stays inside
+
+
+def test_the_commands_the_containers_run_parse():
+    argv = shlex.split(SERVICES["dashboard"]["command"])
+    assert argv[:2] == ["tcnsearch", "dashboard"]
+    ctx = cli.get_command(None, "dashboard").make_context("dashboard", argv[2:])
+    assert ctx.params["host"] == "0.0.0.0" and ctx.params["port"] == 8080  # inside; published on loopback
+    assert SERVICES["tcnsearch"]["entrypoint"] == ["tcnsearch"]
+    assert set(cli.commands) >= {"profile", "study", "train", "dashboard", "report", "data"}
 
 
 def test_env_example_names_every_variable_and_no_secret():
     text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
     example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "POSTGRES_PORT"):
-        assert f"${{{name}" in text and name in example
+    assert used <= set(example), used - set(example)
     assert example["POSTGRES_PASSWORD"] == ""
+
+
+def test_dockerfile_installs_the_pinned_torch_first_and_the_package():
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.index("torch==2.13.0") < text.index("pip install --no-cache-dir -e .")
+    assert "COPY studies" in text and "COPY tcnsearch" in text
+    assert ".venv" in (ROOT / ".dockerignore").read_text()

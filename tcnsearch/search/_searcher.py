@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import nullcontext
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from tcnsearch.search._study import DERIVED, FAIL_REASON, occupied, retry_later
+from tcnsearch.search._study import DERIVED, FAIL_REASON, budget_lock, occupied, retry_later, retrying
 from tcnsearch.search.spec import TCN_PARAM, StudySpec
 
 
@@ -40,10 +41,10 @@ class StudySearcher(Searcher):
     """
 
     def __init__(self, study: optuna.Study, spec: StudySpec, survivors: list[dict], target: int,
-                 multi_objective: bool, latency_key: str):
+                 multi_objective: bool, latency_key: str, engine=None):
         metric, mode = spec.objective.metric, spec.objective.mode
         super().__init__(metric=metric, mode=mode)
-        self.study, self.spec, self.target = study, spec, target
+        self.study, self.spec, self.target, self.engine = study, spec, target, engine
         self.survivors = {s["label"]: s for s in survivors}
         self.multi_objective, self.latency_key = multi_objective, latency_key
         self.trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
@@ -54,14 +55,19 @@ class StudySearcher(Searcher):
     # -- Tune's side ----------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict | None:
+        return retrying(lambda: self._suggest(trial_id), "suggest")
+
+    def _suggest(self, trial_id: str) -> dict | None:
         optuna.storages.fail_stale_trials(self.study)
-        trials = self.study.get_trials(deepcopy=False)
-        if occupied(trials) >= self.target:
-            # Another driver's running trials may still fail and come back: wait for them.
-            mine = {t.number for t in self.trials.values()}
-            others = [t for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
-            return None if others else Searcher.FINISHED
-        trial = self.study.ask()
+        lock = budget_lock(self.engine, self.study.study_name) if self.engine is not None else nullcontext()
+        with lock:  # another driver must not ask between our count and our ask
+            trials = self.study.get_trials(deepcopy=False)
+            if occupied(trials) >= self.target:
+                # Another driver's running trials may still fail and come back: wait for them.
+                mine = {t.number for t in self.trials.values()}
+                others = [t for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
+                return None if others else Searcher.FINISHED
+            trial = self.study.ask()
         values = {key: param.suggest(trial, key) for key, param in self.spec.space.items()}
         label = trial.suggest_categorical(TCN_PARAM, list(self.survivors))
         chosen = self.survivors[label]
@@ -80,7 +86,7 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         trial = self.trials.get(trial_id)
         if trial is not None:
-            self._observe(trial_id, trial, result)
+            retrying(lambda: self._observe(trial_id, trial, result), "a trial's report")
 
     def _observe(self, trial_id: str, trial: optuna.Trial, result: dict) -> None:
         """Record one evaluation. Tune hands a trial's last result to on_trial_complete only."""
@@ -90,11 +96,15 @@ class StudySearcher(Searcher):
         if "num_parameters" in result and "num_parameters" not in trial.user_attrs:
             trial.set_user_attr("num_parameters", int(result["num_parameters"]))
             trial.set_user_attr("host", result.get("host"))
+            trial.set_user_attr("ray_node", result.get("ray_node"))
         value = result.get(self.metric)
         if not self.multi_objective and value is not None and math.isfinite(value):
             trial.report(float(value), step=int(result["step"]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        retrying(lambda: self._complete(trial_id, result, error), "a trial's end")
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         with self.lock:
             trial = self.trials.pop(trial_id, None)
         if trial is None:
@@ -121,7 +131,8 @@ class StudySearcher(Searcher):
     def __getstate__(self) -> dict:
         # Tune pickles its searcher into the experiment state; the study (a database connection),
         # the lock and the live trials stay here: on restore the database is the state.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "lock", "trials", "tune_trials")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "lock", "trials", "tune_trials",
+                                                                     "engine")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -146,7 +157,7 @@ class StudySearcher(Searcher):
         with self.lock:
             pending, self.trials = list(self.trials.values()), {}
         for trial in pending:
-            self._fail(trial, reason, retry=True)
+            retrying(lambda trial=trial: self._fail(trial, reason, retry=True), "stopping a trial")
         return len(pending)
 
     def _fail(self, trial: optuna.Trial, reason: str, retry: bool = False) -> None:

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
 import optuna
+import sqlalchemy as sa
 from optuna.trial import TrialState
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from tcnsearch.storage import create_engine
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 LATENCY = "latency_ms"  # user attr and second objective: the TCN's profiled time at the study's shapes
 RETRY_OF = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
@@ -46,7 +60,47 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict:
     row = {"number": t.number, "state": t.state.name, "values": t.values, "params": dict(t.params),
            "duration_s": t.duration.total_seconds() if t.duration else None}
     for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "receptive_field", "num_parameters",
-                "device", "host", FAIL_REASON, RETRY_OF):
+                "device", "host", "ray_node", FAIL_REASON, RETRY_OF):
         if key in t.user_attrs:
             row[key] = t.user_attrs[key]
     return row
+
+
+def retrying(call: Callable[[], T], what: str, patience_s: float = 120.0) -> T:
+    """`call()`, retried with backoff while the database is unreachable (a restart, a network blip).
+
+    Optuna reports a lost connection as StorageInternalError (from SQLAlchemy's OperationalError);
+    anything else is a real error and is raised at once.
+    """
+    deadline, delay = time.monotonic() + patience_s, 0.5
+    while True:
+        try:
+            return call()
+        except (optuna.exceptions.StorageInternalError, OperationalError) as err:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unreachable during %s (%s); retrying in %.1f s", what,
+                        str(err).splitlines()[0][:200], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+@contextlib.contextmanager
+def budget_lock(engine: Engine, key: str) -> Iterator[None]:
+    """Serialise "count the trials, then ask for one" across drivers sharing a study.
+
+    PostgreSQL: a transaction-scoped advisory lock; SQLite (one machine): a lock file beside it.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode())})
+            yield
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with open(f"{engine.url.database}.{zlib.crc32(key.encode()):08x}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    else:
+        yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import ray
 import torch
 from ray import tune
 
@@ -19,11 +20,12 @@ def run_trial(config: dict) -> None:
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     host = socket.gethostname()
+    node = ray.get_runtime_context().get_node_id()[:12]
     extra: dict = {}
 
     def report(step: int, metrics: dict) -> None:
         # `final` tells the searcher this trial ran its whole budget (COMPLETE, not PRUNED).
-        tune.report(metrics | extra | {"final": step >= cfg.steps, "host": host})
+        tune.report(metrics | extra | {"final": step >= cfg.steps, "host": host, "ray_node": node})
 
     result = train(cfg, callback=report, progress=False,
                    on_model=lambda model: extra.update(num_parameters=model.num_parameters()))

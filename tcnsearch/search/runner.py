@@ -30,7 +30,7 @@ from tcnsearch.errors import UserError
 from tcnsearch.profile import GPU_MODELS, run_profile
 from tcnsearch.search._study import LATENCY, occupied, open_storage, trial_row
 from tcnsearch.search.spec import StudySpec, load_spec
-from tcnsearch.storage import masked, resolve_url
+from tcnsearch.storage import create_engine, masked, resolve_url
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -219,7 +219,7 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     from tcnsearch.search._trainable import run_trial
 
     owns_ray = _init_ray(ray_address)
-    searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY)
+    searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY, engine=create_engine(url))
     bar = _Progress(target, min(done_before, target), progress)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeats, args=(rdb, searcher, spec.heartbeat_s, stop), daemon=True)
