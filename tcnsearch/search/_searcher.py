@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from contextlib import nullcontext
 
 import optuna
@@ -45,6 +46,8 @@ class StudySearcher(Searcher):
         metric, mode = spec.objective.metric, spec.objective.mode
         super().__init__(metric=metric, mode=mode)
         self.study, self.spec, self.target, self.engine = study, spec, target, engine
+        # How long to wait for another driver's running trials (they finish, or go stale and come back).
+        self.patience_s, self.waiting_since = 10 * 3 * spec.heartbeat_s + 60, None
         self.survivors = {s["label"]: s for s in survivors}
         self.multi_objective, self.latency_key = multi_objective, latency_key
         self.trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
@@ -66,8 +69,14 @@ class StudySearcher(Searcher):
                 # Another driver's running trials may still fail and come back: wait for them.
                 mine = {t.number for t in self.trials.values()}
                 others = [t for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
-                return None if others else Searcher.FINISHED
+                self.waiting_since = self.waiting_since or time.monotonic()
+                if others and time.monotonic() - self.waiting_since < self.patience_s:
+                    return None
+                return Searcher.FINISHED
             trial = self.study.ask()
+            # Beat at once: a trial without any heartbeat can never be found stale if we die now.
+            self.study._storage.record_heartbeat(trial._trial_id)
+        self.waiting_since = None
         values = {key: param.suggest(trial, key) for key, param in self.spec.space.items()}
         label = trial.suggest_categorical(TCN_PARAM, list(self.survivors))
         chosen = self.survivors[label]

@@ -145,12 +145,14 @@ def _trial_name(trial) -> str:
 
 
 def _heartbeats(storage, searcher, interval: int, stop: threading.Event) -> None:
-    while not stop.wait(interval):
+    while True:
         for trial_id in searcher.running_trial_ids():
             try:
                 storage.record_heartbeat(trial_id)
             except Exception:  # a database blip must not kill the driver; the next beat retries
                 logging.getLogger(__name__).warning("heartbeat for trial %s failed", trial_id, exc_info=True)
+        if stop.wait(interval):
+            return
 
 
 def _init_ray(ray_address: str | None) -> bool:

@@ -1,6 +1,7 @@
 """The cluster path without Docker: a real multi-process Ray cluster (a head and two worker nodes,
 one advertising accelerator_type:V100) and the PostgreSQL server, with faults injected for real."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -168,18 +169,14 @@ class _Proxy:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self):
         self.up.clear()
         for s in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.conns = []
 
     def restore(self):
