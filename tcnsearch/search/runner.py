@@ -213,6 +213,8 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     target = trials or spec.budget.trials
     optuna.storages.fail_stale_trials(study)
     done_before = occupied(study.get_trials(deepcopy=False))
+    if done_before >= target and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return summarize(study, url, spec, profile.device.device_name, len(survivors), time.perf_counter() - start)
 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
