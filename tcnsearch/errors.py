@@ -1,5 +1,8 @@
-"""Errors that the CLI turns into one line on stderr and an exit code."""
+"""Errors that the CLI turns into one line on stderr and an exit code, and the readers that raise them."""
 
+from pathlib import Path
+
+import yaml
 from pydantic import ValidationError
 
 
@@ -16,3 +19,15 @@ def validation_message(err: ValidationError, prefix: str = "") -> str:
     msg = first["msg"].removeprefix("Value error, ")
     where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
     return f"{where}: {msg}" if where else msg
+
+
+def read_yaml(path: str | Path):
+    """A YAML file's document; an unreadable file or bad YAML is a UserError naming the file (and line)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None

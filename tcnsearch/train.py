@@ -66,10 +66,11 @@ class TrainConfig(BaseModel):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_overrides(base: dict, extra: dict) -> dict:
+    """`base` with `extra` merged in, section by section (neither is changed)."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -114,36 +115,37 @@ _LRA_TINY = {"seq_len": 256, "model": {"arch": "tcnca", "d_model": 32, "z_dim": 
                                                                                  "dilation_factor": 4, "depth": 4}},
              "listops_lengths": (20, 256), "train_examples": 2000, "eval_examples": 200, "steps": 200,
              "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "warmup_steps": 20, "eval_every": 50}
-_LRA_CPU = _merge(_LRA_TINY, {"seq_len": 1024, "model": {"d_model": 64, "z_dim": 32, "h_dim": 128, "ffn_dim": 128,
-                                                         "n_layers": 4, "chunk_size": 256, "dropout": 0.1,
-                                                         "tcn": {"kernel_size": 5, "dilation_factor": 4}},
-                              "listops_lengths": (100, 1024), "train_examples": 20_000, "eval_examples": 1000,
-                              "steps": 3000, "batch_size": 16, "warmup_steps": 300, "eval_every": 250})
+_LRA_CPU = merge_overrides(_LRA_TINY, {
+    "seq_len": 1024, "model": {"d_model": 64, "z_dim": 32, "h_dim": 128, "ffn_dim": 128, "n_layers": 4,
+                               "chunk_size": 256, "dropout": 0.1, "tcn": {"kernel_size": 5, "dilation_factor": 4}},
+    "listops_lengths": (100, 1024), "train_examples": 20_000, "eval_examples": 1000,
+    "steps": 3000, "batch_size": 16, "warmup_steps": 300, "eval_every": 250})
 _LRA_SIZES = {"lra-image": 1024, "lra-pathfinder": 1024, "lra-pathx": 16384}  # images have one length
 
 
 def _lra_presets(task: str) -> dict[str, dict]:
     tiny, cpu = _LRA_TINY, _LRA_CPU
     if task in _LRA_SIZES:  # an image cannot be cut short; keep its length, shrink the rest
-        tiny, cpu = (_merge(p, {"seq_len": _LRA_SIZES[task], "model": {"chunk_size": 256}}) for p in (tiny, cpu))
+        image = {"seq_len": _LRA_SIZES[task], "model": {"chunk_size": 256}}
+        tiny, cpu = merge_overrides(tiny, image), merge_overrides(cpu, image)
     return {"tiny": tiny, "cpu": cpu, "paper": _LRA_PAPER[task]}
 
 
 PRESETS: dict[str, dict[str, dict]] = {
     "enwik8": {
         "tiny": _ENWIK8_TINY,
-        "cpu": _merge(_ENWIK8_TINY, {"model": {"d_model": 128, "z_dim": 64, "h_dim": 256, "ffn_dim": 256,
-                                               "n_layers": 4, "chunk_size": 256, "dropout": 0.1,
-                                               "tcn": {"kernel_size": 5, "dilation_factor": 4, "depth": 4}},
-                                     "steps": 3000, "batch_size": 8, "warmup_steps": 300, "eval_every": 250,
-                                     "max_eval_windows": 40}),
+        "cpu": merge_overrides(_ENWIK8_TINY, {
+            "model": {"d_model": 128, "z_dim": 64, "h_dim": 256, "ffn_dim": 256, "n_layers": 4, "chunk_size": 256,
+                      "dropout": 0.1, "tcn": {"kernel_size": 5, "dilation_factor": 4, "depth": 4}},
+            "steps": 3000, "batch_size": 8, "warmup_steps": 300, "eval_every": 250, "max_eval_windows": 40}),
         # MEGA's enwik8 model (12 layers, D 512, H 1024, FFN 1024, Z 128, N 16, chunk 2048, rotary,
         # pre-norm LayerNorm, dropout 0.1) with TCNCA's lr 0.005 and weight decay 0.2.
-        "paper": _merge(_ENWIK8_TINY, {"model": {"d_model": 512, "z_dim": 128, "h_dim": 1024, "ffn_dim": 1024,
-                                                 "n_layers": 12, "chunk_size": 2048, "dropout": 0.1,
-                                                 "tcn": {"kernel_size": 17, "dilation_factor": 4, "depth": 4}},
-                                       "steps": 250000, "batch_size": 8, "lr": 5e-3, "weight_decay": 0.2,
-                                       "warmup_steps": 24000, "eval_every": 5000, "max_eval_windows": None}),
+        "paper": merge_overrides(_ENWIK8_TINY, {
+            "model": {"d_model": 512, "z_dim": 128, "h_dim": 1024, "ffn_dim": 1024, "n_layers": 12,
+                      "chunk_size": 2048, "dropout": 0.1,
+                      "tcn": {"kernel_size": 17, "dilation_factor": 4, "depth": 4}},
+            "steps": 250000, "batch_size": 8, "lr": 5e-3, "weight_decay": 0.2, "warmup_steps": 24000,
+            "eval_every": 5000, "max_eval_windows": None}),
     },
     # TCNCA-simple (Fig. A2): 2 layers with TCNs of depth 3 or 4; width 32 at length 64, where the
     # paper's chunk "corresponds to standard quadratic self-attention": the whole sequence.
@@ -152,8 +154,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         # Reaches 100% at length 64 / vocabulary 20 in about a minute on 2 cores (README). The paper's
         # chunk 32 leaves the first half out of the query's chunk, which a depth-4 TCN cannot bridge:
         # 92% at 1500 steps; one chunk over the whole sequence and width 64 learn it in 800.
-        "cpu": _merge(_ASSOC_TINY, {"model": {"d_model": 64, "ffn_dim": 128}, "train_examples": 50000,
-                                    "steps": 1000, "batch_size": 64, "eval_every": 100, "warmup_steps": 100}),
+        "cpu": merge_overrides(_ASSOC_TINY, {"model": {"d_model": 64, "ffn_dim": 128}, "train_examples": 50000,
+                                             "steps": 1000, "batch_size": 64, "eval_every": 100,
+                                             "warmup_steps": 100}),
         "paper": _ASSOC_TINY | {"train_examples": 100000, "steps": 20000, "batch_size": 64, "eval_every": 1000,
                                 "warmup_steps": 1000, "lr": 1e-3},
     },
@@ -161,12 +164,13 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
-def _set(doc: dict, dotted: str, value) -> None:
+def set_dotted(doc: dict, dotted: str, value) -> None:
+    """doc['model']['tcn']['depth'] = value for 'model.tcn.depth', creating sections on the way."""
     *path, last = dotted.split(".")
     for key in path:
         doc = doc.setdefault(key, {})
         if not isinstance(doc, dict):
-            raise UserError(f"--set {dotted}: {key} is not a section")
+            raise UserError(f"{dotted}: {key} is not a section")
     doc[last] = value
 
 
@@ -177,7 +181,10 @@ def parse_set(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set takes key=value, got {item!r}")
-        _set(out, key.strip(), _scalar(raw.strip()))
+        try:
+            set_dotted(out, key.strip(), _scalar(raw.strip()))
+        except UserError as err:
+            raise UserError(f"--set {err}") from None
     return out
 
 
@@ -202,7 +209,7 @@ def make_config(task: str, preset: str = "tiny", overrides: dict | None = None) 
     if preset not in PRESETS[task]:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[task])}")
     try:
-        return TrainConfig(**_merge({"task": task} | PRESETS[task][preset], overrides or {}))
+        return TrainConfig(**merge_overrides({"task": task} | PRESETS[task][preset], overrides or {}))
     except ValidationError as err:
         raise UserError(validation_message(err)) from None
 

@@ -7,10 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tcnsearch.errors import UserError, validation_message
+from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.ops import receptive_field
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -98,14 +97,7 @@ def make_spec(path: Path | None = None, **overrides) -> ProfileSpec:
     values: dict = {}
     section = ""
     if path is not None:
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as err:
-            raise UserError(f"cannot read {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+        doc = read_yaml(path) or {}
         if not isinstance(doc, dict):
             raise UserError(f"{path}: expected a mapping with a 'profile' section")
         if "profile" in doc:

@@ -22,12 +22,11 @@ import copy
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tcnsearch.errors import UserError, validation_message
+from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.profile import ProfileSpec
-from tcnsearch.train import PRESETS, TrainConfig, make_config
+from tcnsearch.train import PRESETS, TrainConfig, make_config, merge_overrides, set_dotted
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 TCN_PARAM = "tcn"  # the one parameter drawn from the profile's survivors
@@ -123,8 +122,8 @@ class StudySpec(BaseModel):
         """The config of one trial: searched `values` (dotted keys) and the TCN structure."""
         overrides = copy.deepcopy(self.train)
         for dotted, value in values.items():
-            _set(overrides, dotted, value)
-        _set(overrides, "model.tcn", {**_get(overrides, "model.tcn", {}), **tcn})
+            set_dotted(overrides, dotted, value)
+        set_dotted(overrides, "model.tcn", {**_get(overrides, "model.tcn", {}), **tcn})
         return make_config(self.task, self.preset, overrides)
 
     def profile_spec(self) -> ProfileSpec:
@@ -143,26 +142,12 @@ class StudySpec(BaseModel):
             raise UserError(f"study {self.name}: {validation_message(err, prefix='profile')}") from None
 
 
-def _set(doc: dict, dotted: str, value) -> None:
-    *path, last = dotted.split(".")
-    for key in path:
-        doc = doc.setdefault(key, {})
-    doc[last] = value
-
-
 def _get(doc: dict, dotted: str, default):
     for key in dotted.split("."):
         if not isinstance(doc, dict) or key not in doc:
             return default
         doc = doc[key]
     return doc
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def find_study_file(name: str) -> Path:
@@ -187,14 +172,7 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
         UserError: no such study, unreadable or malformed YAML, or an invalid field (named).
     """
     path = find_study_file(name)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise UserError(f"{path}: expected a mapping with task, objective, space, ...")
     presets = doc.pop("presets", None) or {}
@@ -203,7 +181,7 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
     unknown = set(presets) - {"tiny", "cpu", "paper"}
     if unknown:
         raise UserError(f"{path}: presets: unknown preset {sorted(unknown)[0]!r}; use tiny, cpu or paper")
-    doc = _merge(doc, presets.get(preset, {}))
+    doc = merge_overrides(doc, presets.get(preset, {}))
     doc.setdefault("name", path.stem)
     try:
         spec = StudySpec(**doc, preset=preset)
