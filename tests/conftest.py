@@ -33,7 +33,7 @@ def pg_url():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -42,7 +42,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
     """A real local Ray head whose node advertises accelerator_type:V100 (and no GPU)."""
-    port = _free_port()
+    port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     temp = tmp_path_factory.mktemp("ray")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")

@@ -11,16 +11,14 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
 from tcnsearch.profile import LatencyTable, ProfileSpec, run_profile
-from tcnsearch.search import open_storage, run_study
+from tcnsearch.search import run_study
 from tcnsearch.storage import create_engine
-from tests.search.conftest import SMALL
+from tests.search.conftest import stored_trials, write_study
 
 CLI = [str(Path(sys.executable).with_name("tcnsearch"))]
 ENV = dict(os.environ, RAY_AUTH_MODE="disabled")
@@ -34,17 +32,6 @@ def cluster():
     c.add_node(num_cpus=1, object_store_memory=80 * 2**20)
     yield c.address
     c.shutdown()
-
-
-def _study_file(tmp_path, name="small", **changes) -> str:
-    doc = {k: (v | changes[k] if isinstance(v, dict) and k in changes else v) for k, v in SMALL.items()}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return str(path)
-
-
-def _trials(url, name):
-    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
 
 
 def _wait_for(predicate, timeout=120.0, every=0.3):
@@ -66,42 +53,42 @@ def test_profile_runs_on_the_node_with_the_gpu_and_lands_in_postgresql(cluster, 
 
 
 def test_trials_run_across_the_workers(cluster, pg_url, tmp_path):
-    path = _study_file(tmp_path, budget={"trials": 4, "max_concurrent": 2}, scheduler={"type": "none"})
+    path = write_study(tmp_path, budget={"trials": 4, "max_concurrent": 2}, scheduler={"type": "none"})
     result = run_study(path, storage=pg_url, ray_address=cluster, study_name="across-workers", progress=False)
-    trials = _trials(pg_url, "across-workers")
+    trials = stored_trials(pg_url, "across-workers")
     assert result.counts["COMPLETE"] == 4
     assert len({t.user_attrs["ray_node"] for t in trials}) == 2  # both worker nodes trained
 
 
 def test_two_drivers_on_one_study_neither_duplicate_nor_lose_trials(cluster, pg_url, tmp_path):
-    path = _study_file(tmp_path, budget={"trials": 6, "max_concurrent": 1}, scheduler={"type": "none"})
+    path = write_study(tmp_path, budget={"trials": 6, "max_concurrent": 1}, scheduler={"type": "none"})
     args = ["study", path, "--storage", pg_url, "--ray-address", cluster, "--study-name", "shared", "--resume",
             "--json"]
     drivers = [subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                                 cwd=tmp_path) for _ in range(2)]
     outputs = [d.communicate(timeout=300) for d in drivers]
     assert [d.returncode for d in drivers] == [0, 0], [o[1][-1500:] for o in outputs]
-    trials = _trials(pg_url, "shared")
+    trials = stored_trials(pg_url, "shared")
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(6))
 
 
 def test_a_killed_driver_then_resume_keeps_every_finished_trial(cluster, pg_url, tmp_path):
-    path = _study_file(tmp_path, train={"steps": 300, "eval_every": 100}, budget={"trials": 4, "max_concurrent": 1},
+    path = write_study(tmp_path, train={"steps": 300, "eval_every": 100}, budget={"trials": 4, "max_concurrent": 1},
                        scheduler={"type": "none"})
     args = ["study", path, "--storage", pg_url, "--ray-address", cluster, "--study-name", "killed"]
     driver = subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
                               cwd=tmp_path)
-    seen = _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in _safe_trials(pg_url, "killed")) >= 1
-                     and any(t.state == TrialState.RUNNING for t in _safe_trials(pg_url, "killed")))
+    seen = _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in stored_trials(pg_url, "killed")) >= 1
+                     and any(t.state == TrialState.RUNNING for t in stored_trials(pg_url, "killed")))
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     assert seen
-    before = {t.number: (t.state, t.value) for t in _trials(pg_url, "killed") if t.state == TrialState.COMPLETE}
+    before = {t.number: (t.state, t.value) for t in stored_trials(pg_url, "killed") if t.state == TrialState.COMPLETE}
     time.sleep(4)  # three missed heartbeats (heartbeat_s: 1): the killed driver's trial is stale
     assert subprocess.run(CLI + args + ["--resume", "--json"], capture_output=True, text=True, env=ENV,
                           cwd=tmp_path, timeout=300).returncode == 0
-    after = _trials(pg_url, "killed")
+    after = stored_trials(pg_url, "killed")
     assert {t.number: (t.state, t.value) for t in after if t.number in before} == before
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert sum(t.state == TrialState.COMPLETE for t in after) == 4
@@ -110,20 +97,13 @@ def test_a_killed_driver_then_resume_keeps_every_finished_trial(cluster, pg_url,
     assert stale and [t.user_attrs["retry_of"] for t in retries] == [t.number for t in stale]
 
 
-def _safe_trials(url, name):
-    try:
-        return _trials(url, name)
-    except KeyError:
-        return []
-
-
 def test_a_worker_killed_mid_trial_is_retried_and_the_study_goes_on(cluster, pg_url, tmp_path):
-    path = _study_file(tmp_path, train={"steps": 400, "eval_every": 100}, budget={"trials": 2, "max_concurrent": 1},
+    path = write_study(tmp_path, train={"steps": 400, "eval_every": 100}, budget={"trials": 2, "max_concurrent": 1},
                        scheduler={"type": "none"})
     args = ["study", path, "--storage", pg_url, "--ray-address", cluster, "--study-name", "worker-killed", "--json"]
     driver = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                               cwd=tmp_path)
-    assert _wait_for(lambda: any(t.intermediate_values for t in _safe_trials(pg_url, "worker-killed")
+    assert _wait_for(lambda: any(t.intermediate_values for t in stored_trials(pg_url, "worker-killed")
                                  if t.state == TrialState.RUNNING))
     victims = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
     assert victims
@@ -131,7 +111,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_goes_on(cluster, pg_
         os.kill(int(pid), signal.SIGKILL)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
-    trials = _trials(pg_url, "worker-killed")
+    trials = stored_trials(pg_url, "worker-killed")
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the trial ran again (max_failures: 1)
 
@@ -186,17 +166,17 @@ class _Proxy:
 def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tmp_path):
     proxy = _Proxy()
     url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    path = _study_file(tmp_path, train={"steps": 200, "eval_every": 50}, budget={"trials": 3, "max_concurrent": 1},
+    path = write_study(tmp_path, train={"steps": 200, "eval_every": 50}, budget={"trials": 3, "max_concurrent": 1},
                        scheduler={"type": "none"})
     args = ["study", path, "--storage", url, "--ray-address", cluster, "--study-name", "blip", "--json"]
     driver = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                               cwd=tmp_path)
-    assert _wait_for(lambda: any(t.state == TrialState.RUNNING for t in _safe_trials(pg_url, "blip")))
+    assert _wait_for(lambda: any(t.state == TrialState.RUNNING for t in stored_trials(pg_url, "blip")))
     proxy.cut()
     time.sleep(5)
     proxy.restore()
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
-    trials = _trials(pg_url, "blip")
+    trials = stored_trials(pg_url, "blip")
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

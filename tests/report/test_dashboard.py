@@ -10,13 +10,9 @@ from pathlib import Path
 
 import optuna
 
+from tests.conftest import free_port
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stored_study(url: str) -> None:
@@ -34,7 +30,7 @@ def _stored_study(url: str) -> None:
 def test_dashboard_renders_a_stored_study_with_its_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     _stored_study(url)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).with_name("tcnsearch")), "dashboard", "--storage", url,
                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

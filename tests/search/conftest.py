@@ -1,5 +1,8 @@
+import optuna
 import pytest
 import yaml
+
+from tcnsearch.search import open_storage
 
 # A study small enough for seconds per trial: length 16, width 16, 40 steps, a 4-structure profile.
 SMALL = {
@@ -17,14 +20,25 @@ SMALL = {
 }
 
 
+def write_study(folder, name: str = "small", **changes) -> str:
+    """Write SMALL with `changes` merged per top-level key as folder/name.yaml; returns its path."""
+    doc = {k: (v | changes[k] if isinstance(v, dict) and k in changes else changes.get(k, v))
+           for k, v in SMALL.items()}
+    doc.update({k: v for k, v in changes.items() if k not in doc})
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def stored_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The stored study's trials; none while the study does not exist yet."""
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+    except KeyError:
+        return []
+
+
 @pytest.fixture
 def study_file(tmp_path):
     """Write a study file (SMALL with `changes` merged per top-level key) and return its path."""
-    def write(name: str = "small", **changes) -> str:
-        doc = {k: (v | changes[k] if isinstance(v, dict) and k in changes else changes.get(k, v))
-               for k, v in SMALL.items()}
-        doc.update({k: v for k, v in changes.items() if k not in doc})
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return str(path)
-    return write
+    return lambda name="small", **changes: write_study(tmp_path, name, **changes)

@@ -5,16 +5,13 @@ import pytest
 from optuna.trial import TrialState
 
 from tcnsearch.errors import UserError
-from tcnsearch.search import open_storage, run_study
-
-
-def _trials(url, name):
-    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+from tcnsearch.search import run_study
+from tests.search.conftest import stored_trials
 
 
 def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, sqlite_url, ray_head):
     result = run_study(study_file(), storage=sqlite_url, ray_address=ray_head, progress=False)
-    trials = _trials(sqlite_url, "small-tiny")
+    trials = stored_trials(sqlite_url, "small-tiny")
     assert len(trials) == 3 and result.ran == 3
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
     assert result.counts["RUNNING"] == 0 and result.counts["COMPLETE"] >= 1
@@ -40,7 +37,7 @@ def test_asha_stops_become_pruned_not_complete(study_file, sqlite_url, ray_head)
     path = study_file(budget={"trials": 8, "max_concurrent": 1},
                       scheduler={"grace_period": 1, "reduction_factor": 4})
     result = run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
-    trials = _trials(sqlite_url, "small-tiny")
+    trials = stored_trials(sqlite_url, "small-tiny")
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned and result.counts["PRUNED"] == len(pruned)
     assert all(max(t.intermediate_values) < 40 for t in pruned)  # stopped before the last step
@@ -52,7 +49,7 @@ def test_diverging_trials_fail_with_their_reason(study_file, sqlite_url, ray_hea
                       space={"lr": {"low": 1.0e10, "high": 1.0e12, "log": True}}, budget={"trials": 2},
                       scheduler={"type": "none"})
     result = run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
-    trials = _trials(sqlite_url, "small-tiny")
+    trials = stored_trials(sqlite_url, "small-tiny")
     assert result.counts["FAIL"] == 2 and all(t.state == TrialState.FAIL for t in trials)
     assert all("non-finite training loss" in t.user_attrs["fail_reason"] for t in trials)
     assert result.best == []
@@ -61,15 +58,15 @@ def test_diverging_trials_fail_with_their_reason(study_file, sqlite_url, ray_hea
 def test_resume_runs_only_what_is_missing_and_a_rerun_without_it_is_refused(study_file, sqlite_url, ray_head):
     path = study_file(budget={"trials": 2})
     run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
-    before = {t.number: (t.state, t.params, t.value) for t in _trials(sqlite_url, "small-tiny")}
+    before = {t.number: (t.state, t.params, t.value) for t in stored_trials(sqlite_url, "small-tiny")}
     with pytest.raises(UserError, match="already holds 2 trials; --resume continues it"):
         run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
     result = run_study(path, storage=sqlite_url, ray_address=ray_head, trials=3, resume=True, progress=False)
-    after = _trials(sqlite_url, "small-tiny")
+    after = stored_trials(sqlite_url, "small-tiny")
     assert result.ran == 1 and len(after) == 3
     assert {t.number: (t.state, t.params, t.value) for t in after[:2]} == before  # untouched
     again = run_study(path, storage=sqlite_url, ray_address=ray_head, trials=3, resume=True, progress=False)
-    assert again.ran == 0 and len(_trials(sqlite_url, "small-tiny")) == 3
+    assert again.ran == 0 and len(stored_trials(sqlite_url, "small-tiny")) == 3
 
 
 def test_multi_objective_keeps_the_pareto_front(study_file, sqlite_url, ray_head):
@@ -94,7 +91,7 @@ def test_postgresql_holds_the_study_and_the_profile(study_file, pg_url, ray_head
     result = run_study(study_file(budget={"trials": 2}), storage=pg_url, ray_address=ray_head,
                        study_name="small-on-pg", progress=False)
     assert result.storage == pg_url.replace("postgres@", "postgres@")  # no password to mask here
-    trials = _trials(pg_url, "small-on-pg")
+    trials = stored_trials(pg_url, "small-on-pg")
     assert len(trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
 
 

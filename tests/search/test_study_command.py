@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 from tcnsearch.cli import main
+from tests.search.conftest import stored_trials
 
 CLI = [str(Path(sys.executable).with_name("tcnsearch"))]
 
@@ -42,13 +42,6 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monke
     assert message in err and err.count("\n") == 1 and "secret" not in err
 
 
-def _states(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name=name, storage=url).get_trials()
-    except KeyError:
-        return []
-
-
 def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file, sqlite_url, ray_head, tmp_path):
     path = study_file(train={"steps": 800, "eval_every": 200}, budget={"trials": 3, "max_concurrent": 1},
                       scheduler={"type": "none"})
@@ -56,7 +49,7 @@ def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file,
     proc = subprocess.Popen(CLI + ["study", path, "--storage", sqlite_url, "--ray-address", ray_head],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     deadline = time.time() + 120
-    while time.time() < deadline and not any(t.state == TrialState.RUNNING for t in _states(sqlite_url,
+    while time.time() < deadline and not any(t.state == TrialState.RUNNING for t in stored_trials(sqlite_url,
                                                                                              "small-tiny")):
         time.sleep(0.5)
     time.sleep(2)
@@ -64,7 +57,7 @@ def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file,
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "--resume continues the study" in err
-    trials = _states(sqlite_url, "small-tiny")
+    trials = stored_trials(sqlite_url, "small-tiny")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
     assert interrupted and all("interrupted" in t.user_attrs["fail_reason"] for t in interrupted)
@@ -73,7 +66,7 @@ def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file,
 
     finished_before = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
     assert main(["study", path, "--storage", sqlite_url, "--ray-address", ray_head, "--resume", "--json"]) == 0
-    after = _states(sqlite_url, "small-tiny")
+    after = stored_trials(sqlite_url, "small-tiny")
     assert {t.number: t.value for t in after if t.number in finished_before} == finished_before
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     done = [t for t in after if t.state == TrialState.COMPLETE]
