@@ -23,9 +23,32 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils import benchmark
 
 from tcnsearch.ops import TCN, MultiHeadEMA, _dconv, receptive_field
-from tcnsearch.profile.measure import forward_backward_fn, forward_fn, timeit
+
+
+def timeit(fn, min_run_time: float) -> benchmark.Measurement:
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time)
+
+
+def forward_fn(module, x):
+    def run():
+        with torch.no_grad():
+            module(x)
+    return run
+
+
+def forward_backward_fn(module, x):
+    x = x.detach().requires_grad_()
+    grad = torch.randn_like(x)
+
+    def run():
+        module(x).backward(grad)
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+    return run
 
 PAPER = {"fwd": 7.07, "fwdbwd": 2.86}  # V100, L up to 131k
 

@@ -1,29 +1,39 @@
-"""How long a default profile takes, how fast the cached re-run is, and how stable the numbers are.
+"""Can the profile's numbers be trusted? Repeatability, decisions, adaptive profiling, the latency model, levels.
 
-1. The default `tcnsearch profile` grid on this device, from an empty database.
-2. The same profile again: everything comes from the latency table (library call, and the CLI
-   command's whole wall time including Python start-up and imports).
-3. Stability: the within-measurement spread (interquartile range / median of the repeats), and
-   the repeat-to-repeat spread: a sample of candidates measured again in a second database,
-   compared speedup by speedup.
+Parts (all by default; `--parts repeat,levels` to pick), each in one process on this device:
 
-    python benchmarks/profiling.py            # the default grid (a few minutes on 2 CPU cores)
-    python benchmarks/profiling.py --json
+  repeat    two independent full profiles of the same candidates (a spread-out sample of the
+            default grid), in two databases, with the other parts' work between them when run
+            together: repeat-to-repeat spread of the speedups (median, p90), Kendall tau, and
+            decision agreement at the default threshold and at one near the median speedup
+  adaptive  the default grid measured in full, then adaptively in a fresh database: time and
+            decision agreement; the latency model fitted to 30% of the full profile (a spread-out
+            sample), scored on the held-out 70%: share within +-10% of the measured latency, Spearman
+  big       a grid of more than 1,000 candidates at op level, adaptively: time, measured share
+  model     the default grid at model level (the assoc-recall tiny study's model), adaptively
+  levels    op, layer and model speedups of the same structures, side by side
+
+    python benchmarks/profiling.py                    # everything (about 40 minutes on 2 CPU cores)
+    python benchmarks/profiling.py --parts repeat --json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tcnsearch.profile import ProfileSpec, run_profile
+from scipy.stats import kendalltau, spearmanr
+
+from tcnsearch.profile import LatencyModel, LatencyTable, ProfileSpec, fingerprint, run_profile, spread_sample
+from tcnsearch.profile.runner import decision
+from tcnsearch.storage import create_engine
+
+KEY = ("kernel_size", "dilation_factor", "depth", "per_block")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -31,80 +41,183 @@ def quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def structures(spec: ProfileSpec, picked) -> ProfileSpec:
+    """`spec` narrowed to a grid that holds `picked` (and whatever else that sub-grid holds)."""
+    return spec.model_copy(update={"kernel_sizes": sorted({c.kernel_size for c in picked}),
+                                   "dilation_factors": sorted({c.dilation_factor for c in picked}),
+                                   "depths": sorted({c.depth for c in picked}),
+                                   "per_block": sorted({c.per_block for c in picked})})
+
+
+def by_key(result) -> dict:
+    return {tuple(r[k] for k in KEY): r for r in result.candidates if r["ok"]}
+
+
+def agreement(a: dict, b: dict, threshold: float, metric: str) -> dict:
+    """Decisions of two runs at `threshold`: how many both decided, and how many of those agree."""
+    both, agree, undecided = 0, 0, 0
+    for k in a.keys() & b.keys():
+        da = decision((a[k][metric], *a[k][f"{metric}_ci"]), threshold)
+        db = decision((b[k][metric], *b[k][f"{metric}_ci"]), threshold)
+        undecided += (da == "undecided") + (db == "undecided")
+        if da != "undecided" and db != "undecided":
+            both += 1
+            agree += da == db
+    return {"threshold": threshold, "decided_by_both": both, "agree": agree,
+            "agree_share": agree / both if both else None, "undecided_either_run": undecided}
+
+
+def part_repeat(args, tmp: Path, log, between=None) -> dict:
+    spec = ProfileSpec(strategy="full")
+    picked = spread_sample(spec.candidates(), args.repeat_sample)
+    sub = structures(spec, picked).model_copy(update={"min_receptive_field": spec.required_receptive_field})
+    log(f"repeat: {len(sub.candidates())} candidates, first run")
+    start = time.perf_counter()
+    first = run_profile(sub, gpu=args.gpu, storage=f"sqlite:///{tmp / 'repeat1.db'}", progress=not args.json)
+    first_s = time.perf_counter() - start
+    if between:
+        between()
+    log("repeat: second run")
+    second = run_profile(sub, gpu=args.gpu, storage=f"sqlite:///{tmp / 'repeat2.db'}", progress=not args.json)
+    a, b = by_key(first), by_key(second)
+    common = sorted(a.keys() & b.keys())
+    out = {"candidates": len(common), "first_run_s": round(first_s, 1),
+           "pairs_per_candidate_median": statistics.median(r["n_pairs"] for r in a.values())}
+    for m in ("speedup_fwd", "speedup_fwdbwd"):
+        spread = [abs(a[k][m] - b[k][m]) / a[k][m] for k in common]
+        out[m] = {"spread_median": statistics.median(spread), "spread_p90": quantile(spread, 0.9),
+                  "kendall_tau": kendalltau([a[k][m] for k in common], [b[k][m] for k in common]).statistic,
+                  "ci_width_median": statistics.median((a[k][f"{m}_ci"][1] - a[k][f"{m}_ci"][0]) / a[k][m]
+                                                       for k in common)}
+    near = statistics.median(a[k]["speedup_fwdbwd"] for k in common)
+    out["decisions"] = [agreement(a, b, t, "speedup_fwdbwd") for t in (1.0, round(near, 2))]
+    return out
+
+
+def part_adaptive(args, tmp: Path, log) -> dict:
+    spec = ProfileSpec(strategy="full")
+    full_url = f"sqlite:///{tmp / 'full.db'}"
+    log(f"adaptive: the default grid in full ({len(spec.candidates())} candidates)")
+    start = time.perf_counter()
+    full = run_profile(spec, gpu=args.gpu, storage=full_url, progress=not args.json)
+    full_s = time.perf_counter() - start
+    log("adaptive: the default grid adaptively")
+    start = time.perf_counter()
+    adaptive = run_profile(spec.model_copy(update={"strategy": "adaptive"}), gpu=args.gpu,
+                           storage=f"sqlite:///{tmp / 'adaptive.db'}", progress=not args.json)
+    adaptive_s = time.perf_counter() - start
+    f, a = {tuple(r[k] for k in KEY): r for r in full.candidates}, {tuple(r[k] for k in KEY): r
+                                                                     for r in adaptive.candidates}
+    decided = [k for k in f if f[k]["decision"] in ("survivor", "rejected")]
+    same = sum(a[k]["decision"] == f[k]["decision"] for k in decided)
+    # The latency model on held-out candidates: fit to a spread-out 30% of the full profile's measurements.
+    table = LatencyTable(create_engine(full_url))
+    fp_id = table.fingerprint_id(full.device)
+    rows = table.all_rows(fp_id, "op", "")
+    train_c = set(spread_sample(spec.candidates(), int(0.3 * len(spec.candidates()))))
+    key = lambda r: (r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"])  # noqa: E731
+    train = [r for r in rows if key(r) in {tuple(getattr(c, k) for k in KEY) for c in train_c}]
+    held = [r for r in rows if r not in train]
+    model = LatencyModel.fit(train)
+    from tcnsearch.profile import Candidate, Shape
+
+    items = [(Shape(r["batch"], r["channels"], r["length"], r["ema_dim"], r["bidirectional"]), Candidate(*key(r)))
+             for r in held]
+    preds = model.predict(items)
+    scores = {}
+    for m in ("fwd", "fwdbwd"):
+        # Latency = the baseline's pooled time over the speedup, for the measurement and the prediction alike.
+        measured = [model.base_time(s, m) / r[f"speedup_{m}"] for (s, _), r in zip(items, held, strict=True)]
+        predicted = [model.base_time(s, m) / p[m][0] for (s, _), p in zip(items, preds, strict=True)]
+        within = [abs(p / q - 1) <= 0.10 for p, q in zip(predicted, measured, strict=True)]
+        covered = [p[m][1] <= r[f"speedup_{m}"] <= p[m][2] for p, r in zip(preds, held, strict=True)]
+        scores[m] = {"within_10pct": sum(within) / len(within), "spearman": spearmanr(predicted, measured).statistic,
+                     "interval_coverage": sum(covered) / len(covered)}
+    return {"candidates": len(spec.candidates()), "full_s": round(full_s, 1), "adaptive_s": round(adaptive_s, 1),
+            "time_share": adaptive_s / full_s, "adaptive_measured": adaptive.measured,
+            "adaptive_predicted": adaptive.predicted, "decided_in_full": len(decided), "same_decision": same,
+            "same_share": same / len(decided) if decided else None,
+            "full_survivors": len(full.survivors), "full_undecided": len(full.undecided),
+            "latency_model": {"train_measurements": len(train), "held_out_measurements": len(held), **scores}}
+
+
+def part_big(args, tmp: Path, log) -> dict:
+    spec = ProfileSpec(kernel_sizes=[3, 5, 7, 9, 13, 17, 25, 33], dilation_factors=[2, 3, 4, 6, 8, 12, 16],
+                       depths=[2, 3, 4, 5, 6, 7, 8], per_block=[1, 2, 3], min_receptive_field=None)
+    log(f"big: {len(spec.candidates())} candidates at op level, adaptively")
+    start = time.perf_counter()
+    result = run_profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'big.db'}", progress=not args.json)
+    return {"candidates": len(spec.candidates()), "seconds": round(time.perf_counter() - start, 1),
+            "measured": result.measured, "predicted": result.predicted, "survivors": len(result.survivors),
+            "undecided": len(result.undecided),
+            "rejected": sum(r["decision"] == "rejected" for r in result.candidates)}
+
+
+def _study_spec(level: str, **changes) -> ProfileSpec:
+    from tcnsearch.search import load_spec
+
+    return load_spec("assoc-recall", "tiny").profile_spec().model_copy(update={"level": level, **changes})
+
+
+def part_model(args, tmp: Path, log) -> dict:
+    spec = ProfileSpec().model_copy(update={
+        k: getattr(_study_spec("model"), k) for k in ("lengths", "channels", "batch", "ema_dim", "level", "model")})
+    spec = spec.model_copy(update={"min_receptive_field": None})
+    log(f"model: the default grid ({len(spec.candidates())} candidates) at model level, adaptively")
+    start = time.perf_counter()
+    result = run_profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'model.db'}", progress=not args.json)
+    return {"candidates": len(spec.candidates()), "seconds": round(time.perf_counter() - start, 1),
+            "measured": result.measured, "predicted": result.predicted, "survivors": len(result.survivors),
+            "undecided": len(result.undecided),
+            "rejected": sum(r["decision"] == "rejected" for r in result.candidates)}
+
+
+def part_levels(args, tmp: Path, log) -> dict:
+    base = _study_spec("op", strategy="full")
+    picked = spread_sample(base.candidates(), 12)
+    rows = {}
+    for level in ("op", "layer", "model"):
+        spec = structures(base, picked).model_copy(update={"level": level})
+        log(f"levels: {level}, {len(spec.candidates())} structures")
+        result = run_profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'levels.db'}", progress=not args.json)
+        for k, r in by_key(result).items():
+            rows.setdefault(k, {"K": k[0], "f": k[1], "D": k[2], "B": k[3], "R": r["receptive_field"]})
+            rows[k][level] = {m: [round(r[m], 2), [round(v, 2) for v in r[f"{m}_ci"]]]
+                              for m in ("speedup_fwd", "speedup_fwdbwd")}
+    return {"shape": {"lengths": base.lengths, "channels": base.channels, "batch": base.batch},
+            "structures": [r for r in rows.values() if all(lv in r for lv in ("op", "layer", "model"))]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", default="auto")
-    parser.add_argument("--repeat-sample", type=int, default=24, help="candidates measured twice")
+    parser.add_argument("--parts", default="repeat,adaptive,big,model,levels")
+    parser.add_argument("--repeat-sample", type=int, default=32, help="candidates profiled twice")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    parts = args.parts.split(",")
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    import torch
 
-    spec = ProfileSpec()
+    out: dict = {"device": fingerprint(torch.device("cuda" if torch.cuda.is_available() and args.gpu != "cpu"
+                                                    else "cpu"), "float32").as_dict()}
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        log(f"default grid: {len(spec.candidates())} candidates x {len(spec.lengths)} lengths")
-        start = time.perf_counter()
-        full = run_profile(spec, gpu=args.gpu, storage=url)
-        full_s = time.perf_counter() - start
+        tmp = Path(tmp)
+        others = [p for p in parts if p != "repeat"]
 
-        start = time.perf_counter()
-        cached = run_profile(spec, gpu=args.gpu, storage=url, progress=False)
-        cached_s = time.perf_counter() - start
-        start = time.perf_counter()
-        cli = subprocess.run([sys.executable, "-m", "tcnsearch.cli", "profile", "--gpu", args.gpu, "--storage", url,
-                              "--json", "--out", str(Path(tmp) / "r.html")], capture_output=True, text=True)
-        cli_s = time.perf_counter() - start
-        assert cli.returncode == 0, cli.stderr
-        assert json.loads(cli.stdout)["measured"] == 0
+        def between():  # the other parts run between the two repeat runs: minutes apart, as users see it
+            for p in others:
+                out[p] = globals()[f"part_{p}"](args, tmp, log)
+                log(json.dumps({p: out[p]}, default=str))
 
-        ok = [r for r in full.candidates if r["ok"]]
-        sample = random.Random(0).sample(ok, min(args.repeat_sample, len(ok)))
-        sub = spec.model_copy(update={
-            "kernel_sizes": sorted({r["kernel_size"] for r in sample}),
-            "dilation_factors": sorted({r["dilation_factor"] for r in sample}),
-            "depths": sorted({r["depth"] for r in sample}), "per_block": sorted({r["per_block"] for r in sample}),
-        })
-        again = run_profile(sub, gpu=args.gpu, storage=f"sqlite:///{Path(tmp) / 'again.db'}")
-        first = {(r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"]): r for r in full.candidates}
-        deltas = {"speedup_fwd": [], "speedup_fwdbwd": []}
-        for r in again.candidates:
-            before = first.get((r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"]))
-            if r["ok"] and before and before["ok"]:
-                for k in deltas:
-                    deltas[k].append(abs(r[k] - before[k]) / before[k])
-
-    within = [e[k] for r in ok for e in r["by_length"] for k in ("tcn_fwd_spread", "tcn_fwdbwd_spread")]
-    within += [e[k] for e in full.ema if e["status"] == "ok" for k in ("fwd_spread", "fwdbwd_spread")]
-    result = {
-        "device": full.device.device_name,
-        "candidates": len(full.candidates),
-        "measurements": full.measured,
-        "survivors": len(full.survivors),
-        "full_profile_s": full_s,
-        "cached_rerun_library_s": cached_s,
-        "cached_rerun_cli_s": cli_s,
-        "cached_measured": cached.measured,
-        "within_spread_median": statistics.median(within),
-        "within_spread_p90": quantile(within, 0.9),
-        "repeat_pairs": len(deltas["speedup_fwd"]),
-        "repeat_spread_median": {k: statistics.median(v) for k, v in deltas.items() if v},
-        "repeat_spread_p90": {k: quantile(v, 0.9) for k, v in deltas.items() if v},
-    }
+        if "repeat" in parts:
+            out["repeat"] = part_repeat(args, tmp, log, between)
+        else:
+            between()
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(out, indent=2, default=str))
     else:
-        print(f"# default profile on {result['device']}")
-        print(f"candidates {result['candidates']}, measurements {result['measurements']}, "
-              f"survivors {result['survivors']}")
-        print(f"full profile: {full_s:.1f} s ({full_s / max(1, full.measured):.2f} s per measurement)")
-        print(f"cached re-run: {cached_s:.2f} s in the library, {cli_s:.2f} s as a CLI command")
-        print(f"within-measurement spread (IQR / median of the repeats): median "
-              f"{100 * result['within_spread_median']:.1f}%, p90 {100 * result['within_spread_p90']:.1f}%")
-        for k in deltas:
-            if deltas[k]:
-                print(f"repeat-to-repeat spread of {k} over {len(deltas[k])} candidates: "
-                      f"median {100 * result['repeat_spread_median'][k]:.1f}%, "
-                      f"p90 {100 * result['repeat_spread_p90'][k]:.1f}%")
+        print(json.dumps(out, indent=2, default=str))
     return 0
 
 

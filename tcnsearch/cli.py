@@ -72,14 +72,27 @@ STORAGE_OPTION = click.option(
               help="Classification shapes: non-causal TCN against the bidirectional EMA.")
 @click.option("--mode", type=click.Choice(["train", "infer"]),
               help="What 'faster' means: train = forward+backward (default), infer = forward.")
-@click.option("--min-speedup", type=float, help="Survivors are at least this much faster at every length (1.0).")
+@click.option("--min-speedup", type=float, help="Survivors are at least this much faster at every length (1.0): "
+                                               "the low end of the speedup's 95% interval.")
 @click.option("--min-receptive-field", callback=_receptive_field_rule, metavar="N|length|none",
               help="Keep structures with R >= N; 'length' (default): R >= the longest length; 'none'.")
 @click.option("--force", is_flag=True, help="Measure again what is already stored.")
 @click.option("--ray-address", metavar="ADDR", envvar="TCNSEARCH_RAY_ADDRESS",
               help="Ray cluster to run on when the GPU is not local (default: $TCNSEARCH_RAY_ADDRESS).")
-@click.option("--min-run-time", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
-              help="Seconds of repeats per timing.")
+@click.option("--level", type=click.Choice(["op", "layer", "model"]),
+              help="What is timed: op (TCN vs EMA operator, default), layer (a MEGA layer with either), model "
+                   "(the whole model: a training step for --mode train, a forward for infer).")
+@click.option("--precision", type=float, help="Stop measuring a candidate once its speedup's 95%% interval is "
+                                              "narrower than this fraction of the speedup (0.05).")
+@click.option("--max-time", type=float, help="Seconds of measuring per candidate and length at most (1.0).")
+@click.option("--min-pairs", type=int, help="Pairs per candidate and length at least (6).")
+@click.option("--undecided", type=click.Choice(["keep", "drop"]),
+              help="What a study does with candidates whose interval still straddles --min-speedup (drop).")
+@click.option("--strategy", type=click.Choice(["adaptive", "full"]),
+              help="adaptive (default): a spread-out sample, then only what the latency model cannot decide; "
+                   "full: measure every candidate.")
+@click.option("--predict", is_flag=True, help="Measure nothing: fill the grid from the latency model fitted to "
+                                              "what is stored for this device and level.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the HTML report (default dashboards/profile-<device>.html).")
 @click.option("--list", "list_only", is_flag=True, help="Show what is stored per device and shape, measure nothing.")
@@ -88,11 +101,14 @@ STORAGE_OPTION = click.option(
 @STORAGE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, channels, batch, ema_dim, dtype,
-            bidirectional, mode, min_speedup, min_receptive_field, force, ray_address, min_run_time, out,
-            list_only, study_file, storage, as_json):
+            bidirectional, mode, min_speedup, min_receptive_field, force, ray_address, level, precision, max_time,
+            min_pairs, undecided, strategy, predict, out, list_only, study_file, storage, as_json):
     """Time candidate TCN structures against MEGA's EMA on a device and keep the faster ones.
 
-    Every measurement is stored in the database; running again measures only what is missing.
+    Each candidate runs in interleaved blocks with the EMA; each pair of blocks gives one speedup,
+    and a speedup is their median with a bootstrap 95% interval. Survivors: interval above
+    --min-speedup at every length; rejected: below it; undecided: still straddling it at the time
+    cap. Every pair is stored in the database; running again continues what is unfinished.
     """
     from tcnsearch.profile import make_spec, run_profile
     from tcnsearch.report import write_profile_report
@@ -103,7 +119,8 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
         "lengths": lengths, "kernel_sizes": kernel_sizes, "dilation_factors": dilation_factors, "depths": depths,
         "per_block": per_block, "channels": channels, "batch": batch, "ema_dim": ema_dim, "dtype": dtype,
         "bidirectional": bidirectional, "mode": mode, "min_speedup": min_speedup,
-        "min_receptive_field": min_receptive_field,
+        "min_receptive_field": min_receptive_field, "level": level, "precision": precision,
+        "max_time": max_time, "min_pairs": min_pairs, "undecided": undecided, "strategy": strategy,
     }
     given = {k: v for k, v in given.items() if v is not None}  # unset flags keep the spec's defaults
     if given.get("min_receptive_field") == "none":
@@ -112,10 +129,10 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
     if not spec.candidates():
         raise UserError(f"no candidate reaches the receptive field {spec.required_receptive_field}; "
                         "widen the grid or lower --min-receptive-field")
-    result = run_profile(spec, gpu=gpu, storage=storage, force=force, ray_address=ray_address,
-                         min_run_time=min_run_time, progress=True)
+    result = run_profile(spec, gpu=gpu, storage=storage, force=force, ray_address=ray_address, progress=not as_json,
+                         predict=predict)
     slug = re.sub(r"[^a-z0-9]+", "-", result.device.device_name.lower()).strip("-")
-    report = write_profile_report(result, out or Path("dashboards") / f"profile-{slug}.html")
+    report = write_profile_report(result, out or Path("dashboards") / f"profile-{slug}-{spec.level}.html")
     if as_json:
         _emit_json(result.to_json() | {"report": str(report)})
     else:
@@ -123,29 +140,39 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
     return 0
 
 
+def _ci(row: dict, key: str) -> str:
+    lo, hi = row[f"{key}_ci"]
+    return f"{row[key]:.2f}x [{lo:.2f}, {hi:.2f}]"
+
+
 def _print_profile(result, report: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     spec = result.spec
-    table = Table(title=f"Survivors on {result.device.device_name} "
-                        f"({'fwd+bwd' if spec.mode == 'train' else 'fwd'} >= {spec.min_speedup}x at every length)")
-    for col in ("K", "f", "D", "B", "R", "TCN ms fwd/train", "EMA ms fwd/train", "speedup fwd/train",
-                "peak MB TCN/EMA"):
-        table.add_column(col, justify="right")
-    for r in result.survivors:
-        mem = (f"{(r['tcn_peak_fwdbwd_bytes'] or 0) / 2**20:.1f}/{(r['ema_peak_fwdbwd_bytes'] or 0) / 2**20:.1f}"
-               if r["tcn_peak_fwdbwd_bytes"] is not None else "-")
+    table = Table(title=f"{spec.level}-level profile on {result.device.device_name}, {result.device.backend} "
+                        f"({'fwd+bwd' if spec.mode == 'train' else 'fwd'} interval >= {spec.min_speedup}x at every "
+                        "length survives)")
+    for col in ("K", "f", "D", "B", "R", "decision", "source", "speedup fwd [95% CI]", "speedup train [95% CI]",
+                "pairs", "TCN ms fwd/train"):
+        table.add_column(col, justify="left" if col in ("decision", "source") else "right")
+    shown = result.survivors + result.undecided
+    for r in shown:
         table.add_row(*map(str, (r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"],
-                                 r["receptive_field"])),
-                      f"{r['tcn_fwd_ms']:.3g}/{r['tcn_fwdbwd_ms']:.3g}",
-                      f"{r['ema_fwd_ms']:.3g}/{r['ema_fwdbwd_ms']:.3g}",
-                      f"{r['speedup_fwd']:.1f}x/{r['speedup_fwdbwd']:.1f}x", mem)
+                                 r["receptive_field"])), r["decision"], r["source"],
+                      _ci(r, "speedup_fwd"), _ci(r, "speedup_fwdbwd"), str(r["n_pairs"]),
+                      f"{r['tcn_fwd_ms']:.3g}/{r['tcn_fwdbwd_ms']:.3g}")
     console = Console()
     console.print(table)
-    console.print(f"{len(result.survivors)} of {len(result.candidates)} candidates survive; measured "
-                  f"{result.measured}, from the table {result.cached}, {len(result.failed)} failed; "
-                  f"{result.elapsed_s:.1f} s. Stored in {result.storage}. Report: {report}")
+    if result.device.is_fallback:
+        console.print("[yellow]warning:[/] the native TCN kernel could not be built here (no C compiler?): these "
+                      "are the PyTorch fallback's timings, stored under a fingerprint of their own")
+    rejected = sum(r["decision"] == "rejected" for r in result.candidates)
+    console.print(f"{len(result.survivors)} survive, {len(result.undecided)} undecided, {rejected} rejected of "
+                  f"{len(result.candidates)} candidates ({result.predicted} predicted by the latency model); "
+                  f"measured {result.measured} ({result.pairs} pairs), from the table {result.cached}, "
+                  f"{len(result.failed)} failed; {result.elapsed_s:.1f} s. Stored in {result.storage}. "
+                  f"Report: {report}")
 
 
 def _list_profiles(storage, as_json) -> int:
@@ -155,17 +182,19 @@ def _list_profiles(storage, as_json) -> int:
     from tcnsearch.profile import LatencyTable
     from tcnsearch.storage import create_engine
 
-    rows = LatencyTable(create_engine(storage)).summary()
+    table = LatencyTable(create_engine(storage), create=False)
+    rows = table.summary() if table.has_tables() else []
     if as_json:
         _emit_json(rows)
         return 0
     table = Table(title="Stored profiles")
-    for col in ("device", "software", "shape B x C x L", "TCN", "EMA", "failed", "last measured"):
+    for col in ("device", "software", "level", "shape B x C x L", "structures", "pairs", "failed", "last measured"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], f"torch {r['torch_version']}, CUDA {r['cuda_version']}, {r['dtype']}",
+        table.add_row(r["device_name"], f"{r['backend']}, {r['threads']} threads, torch {r['torch_version']}, "
+                                        f"CUDA {r['cuda_version']}, {r['dtype']}", r["level"],
                       f"{r['batch']} x {r['channels']} x {r['length']}{' bidir' if r['bidirectional'] else ''}",
-                      str(r["tcn"]), str(r["ema"]), str(r["failed"]), str(r["last"])[:16])
+                      str(r["tcn"]), str(r["pairs"] or 0), str(r["failed"]), str(r["last"])[:16])
     Console().print(table if rows else "nothing stored yet: run `tcnsearch profile`")
     return 0
 
@@ -274,6 +303,8 @@ def _print_study(result) -> None:
                       f"{t.get('num_parameters', '-')}", note)
     console = Console()
     console.print(table)
+    for note in result.warnings:
+        console.print(f"[yellow]warning:[/] {note}")
     counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
     console.print(f"{counts}; this run: {result.ran} trial(s), {result.elapsed_s:.1f} s; {result.survivors} TCN "
                   f"structures survived the profile. Stored in {result.storage}. * best. Browse: tcnsearch "

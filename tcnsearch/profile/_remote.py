@@ -11,24 +11,36 @@ import logging
 import socket
 
 from tcnsearch.errors import UserError
-from tcnsearch.profile.devices import GPU_MODELS, Fingerprint, fingerprint, matches
-from tcnsearch.profile.measure import Job, measure
+from tcnsearch.profile.candidates import Candidate, ProfileSpec
+from tcnsearch.profile.devices import GPU_MODELS, Fingerprint, matches
+from tcnsearch.profile.levels import Shape
+from tcnsearch.profile.measure import RoundResult
 
 log = logging.getLogger(__name__)
 
 
 class _ProfilerActor:
-    def __init__(self, dtype: str, min_run_time: float):
+    """Runs the paired rounds on the node; keeps the built workloads between rounds, as locally."""
+
+    def __init__(self, dtype: str, block_s: float):
         import torch
 
-        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        self.dtype, self.min_run_time = dtype, min_run_time
+        from tcnsearch.profile.runner import LocalMeasurer
+
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        self.local = LocalMeasurer(device, dtype, block_s)
 
     def fingerprint(self) -> Fingerprint:
-        return fingerprint(self.device, self.dtype)
+        return self.local.fingerprint()
 
-    def measure(self, job: Job) -> dict:
-        return measure(job, self.device, self.dtype, self.min_run_time) | {"host": socket.gethostname()}
+    def round(self, spec: ProfileSpec, shape: Shape, candidates: list[Candidate], fresh: bool) -> RoundResult:
+        return self.local.round(spec, shape, candidates, fresh)
+
+    def forget(self, spec: ProfileSpec, shape: Shape, cand: Candidate) -> None:
+        self.local.forget(spec, shape, cand)
+
+    def host(self) -> str:
+        return socket.gethostname()
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -51,7 +63,7 @@ def resource_name(gpu: str) -> str:
 class RemoteMeasurer:
     """Measures on a node of the Ray cluster at `address` that advertises the GPU model."""
 
-    def __init__(self, address: str, gpu: str, dtype: str, min_run_time: float):
+    def __init__(self, address: str, gpu: str, dtype: str, block_s: float):
         import ray
 
         resource = resource_name(gpu)
@@ -71,9 +83,10 @@ class RemoteMeasurer:
                             f"start one with a {GPU_MODELS[gpu]} (or --resources '{{\"{resource}\": 1}}')")
         num_gpus = 1 if available.get("GPU", 0) >= 1 else 0
         self._actor = ray.remote(_ProfilerActor).options(
-            num_gpus=num_gpus, num_cpus=1, resources={resource: 0.001}).remote(dtype, min_run_time)
+            num_gpus=num_gpus, num_cpus=1, resources={resource: 0.001}).remote(dtype, block_s)
         self._ray, self.gpu = ray, gpu
         fp = self.fingerprint()
+        self._host = self._ray.get(self._actor.host.remote())
         if not matches(GPU_MODELS[gpu], fp.device_name):
             log.warning("the node advertising %s measures on %r; results are stored under that device",
                         resource, fp.device_name)
@@ -81,8 +94,14 @@ class RemoteMeasurer:
     def fingerprint(self) -> Fingerprint:
         return self._ray.get(self._actor.fingerprint.remote())
 
-    def measure(self, job: Job) -> dict:
-        return self._ray.get(self._actor.measure.remote(job))
+    def round(self, spec: ProfileSpec, shape: Shape, candidates: list[Candidate], fresh: bool = False) -> RoundResult:
+        return self._ray.get(self._actor.round.remote(spec, shape, candidates, fresh))
+
+    def forget(self, spec: ProfileSpec, shape: Shape, cand: Candidate) -> None:
+        self._actor.forget.remote(spec, shape, cand)
+
+    def host(self) -> str:
+        return self._host
 
     def close(self) -> None:
         self._ray.kill(self._actor)

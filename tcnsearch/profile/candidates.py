@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,6 +15,7 @@ from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.ops import receptive_field
 
 DTYPES = ("float32", "float16", "bfloat16")
+LEVELS = ("op", "layer", "model")
 
 
 @dataclass(frozen=True, order=True)
@@ -52,9 +55,21 @@ class ProfileSpec(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     bidirectional: bool = Field(default=False, description="non-causal TCN vs bidirectional EMA")
     mode: Literal["train", "infer"] = Field(default="train", description="train: fwd+bwd; infer: fwd")
-    min_speedup: float = Field(default=1.0, gt=0)
+    min_speedup: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     min_receptive_field: int | Literal["length"] | None = Field(
         default="length", description="'length': R >= the longest length (the paper's rule); a number; or none")
+    level: Literal["op", "layer", "model"] = Field(
+        default="op", description="op: TCN vs EMA; layer: a MEGA layer with either; model: the whole model")
+    model: dict | None = Field(default=None, description="layer/model levels: ModelConfig fields (a study's model)")
+    # How long to measure: pairs until the speedup's 95% interval is narrower than `precision`
+    # times the speedup, at least `min_pairs`, at most `max_time` seconds per candidate and length.
+    precision: float = Field(default=0.05, gt=0, lt=1, allow_inf_nan=False)
+    min_pairs: int = Field(default=6, ge=3, le=1000)
+    max_time: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
+    undecided: Literal["keep", "drop"] = Field(default="drop", description="what a study does with close calls")
+    strategy: Literal["adaptive", "full"] = Field(
+        default="adaptive", description="adaptive: a spread-out sample, then only what the latency model cannot "
+                                        "decide; full: measure every candidate")
 
     @field_validator("lengths", "kernel_sizes", "dilation_factors", "depths", "per_block")
     @classmethod
@@ -72,7 +87,35 @@ class ProfileSpec(BaseModel):
                 raise ValueError(f"{name} must be >= {low}, got {bad}")
         if isinstance(self.min_receptive_field, int) and self.min_receptive_field < 1:
             raise ValueError(f"min_receptive_field must be >= 1, got {self.min_receptive_field}")
+        if self.model is not None:
+            self.build_model_config()  # fails here, with the field named, rather than mid-profile
         return self
+
+    def build_model_config(self, candidate: Candidate | None = None):
+        """The model the layer and model levels time: the study's (`model`), else MEGA's layout at
+        this profile's width; its TCN is `candidate`'s."""
+        from tcnsearch.models import ModelConfig
+
+        base = {"d_model": self.channels, "ema_dim": self.ema_dim,
+                "task": "classify" if self.bidirectional else "lm", "chunk_size": min(128, max(self.lengths))}
+        doc = base | (self.model or {})
+        doc.pop("tcn", None)
+        if candidate is not None:
+            doc["tcn"] = {"kernel_size": candidate.kernel_size, "dilation_factor": candidate.dilation_factor,
+                          "depth": candidate.depth, "per_block": candidate.per_block}
+        try:
+            return ModelConfig(**doc)
+        except ValidationError as err:
+            raise ValueError(f"model: {validation_message(err)}") from None
+
+    @property
+    def context(self) -> str:
+        """What, besides the structure and the shape, a measurement at this level depends on: '' for the
+        operator, a digest of the model (less its TCN) for a layer or a model."""
+        if self.level == "op":
+            return ""
+        doc = self.build_model_config().model_dump(exclude={"tcn"})
+        return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def required_receptive_field(self) -> int:

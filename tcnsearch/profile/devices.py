@@ -20,15 +20,27 @@ CHOICES = ("auto", "cpu", *GPU_MODELS)
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What a latency depends on besides the shape: the device, the software, the dtype."""
+    """What a latency depends on besides the shape: the device, the software, the TCN's backend.
+
+    `backend` is how the TCN runs there: "native" (the C kernel), "fallback" (the PyTorch path
+    because the kernel could not be built: much slower, and never to be served to a native run),
+    "torch" (the reference path by design: another dtype), or "cuda".
+    """
 
     device_name: str
     torch_version: str
     cuda_version: str
     dtype: str
+    backend: str = "torch"
+    threads: int = 1
+    cudnn_version: str = "none"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.backend == "fallback"
 
 
 def cpu_name() -> str:
@@ -51,9 +63,22 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
+def tcn_backend(device: torch.device, dtype: str) -> str:
+    """How the TCN runs on `device` in `dtype` (see Fingerprint.backend)."""
+    if device.type == "cuda":
+        return "cuda"
+    if dtype != "float32":
+        return "torch"
+    from tcnsearch.ops import _dconv
+
+    return "native" if _dconv.available() else "fallback"
+
+
 def fingerprint(device: torch.device, dtype: str) -> Fingerprint:
-    return Fingerprint(device_name(device), torch.__version__.split("+")[0],
-                       torch.version.cuda or "none", dtype)
+    cudnn = torch.backends.cudnn.version() if device.type == "cuda" and torch.backends.cudnn.is_available() else None
+    return Fingerprint(device_name(device), torch.__version__.split("+")[0], torch.version.cuda or "none", dtype,
+                       backend=tcn_backend(device, dtype), threads=torch.get_num_threads(),
+                       cudnn_version=str(cudnn) if cudnn else "none")
 
 
 def local_cuda_names() -> list[str]:

@@ -1,72 +1,60 @@
-"""Timing one operator at one shape: forward, forward+backward and peak memory.
+"""Paired timing: candidates and the EMA baseline in interleaved blocks, one speedup per pair.
 
-Times come from torch.utils.benchmark (warm-up, CUDA synchronisation, blocked repeats; we keep
-the median and the interquartile range relative to it). Peak memory: CUDA's allocator statistics
-on a GPU. On the CPU, where PyTorch keeps no allocator statistics: glibc first returns its free
-pages to the system (malloc_trim), so that every allocation of the call must fault in fresh
-pages, then the rise of the process's peak resident set (VmHWM, reset through
-/proc/self/clear_refs) over the resident set before the call is what the call needed, at page
-granularity. Linux with glibc only; elsewhere the CPU peak is None.
+The machine drifts over tens of seconds (a shared VM's neighbours, clocks, thermals), so two
+latencies measured minutes apart are not comparable, however long each run is. Here they are
+never compared: at one shape, a round times the baseline, then a few candidates in a random order,
+then the baseline again,
+
+    E  c3  c1  c4  E  c1  c4  c2  E  ...       (E: the EMA side, c: candidates; each E closes one
+                                                 round and opens the next)
+
+and each candidate block gives one ratio, the mean of its two bracketing baseline blocks over its
+own time: one speedup per pair of adjacent blocks, taken within a fraction of a second, so the
+drift cancels. Sharing a baseline block between the few candidates of a round is what makes this
+affordable: the EMA is 10 to 100 times slower than the TCN here. A speedup is then the median of
+its ratios with a bootstrap 95% interval (scipy.stats.bootstrap).
+
+Blocks are timed with torch.utils.benchmark: its Timer warms each workload up and calibrates how
+many calls make a block, and its clock synchronises CUDA before reading the time. Peak memory:
+CUDA's allocator statistics on a GPU; on the CPU the rise of the peak resident set (VmHWM, reset
+through /proc/self/clear_refs after glibc's malloc_trim), at page granularity, Linux only.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
+import random
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils import benchmark
+from torch.utils.benchmark.utils.timer import timer as sync_clock
 
-from tcnsearch.ops import TCN, MultiHeadEMA
-from tcnsearch.profile.candidates import Candidate
+from tcnsearch.profile.candidates import Candidate, ProfileSpec
+from tcnsearch.profile.levels import METRICS, Shape, Workload, build
 
-
-@dataclass(frozen=True)
-class Shape:
-    """What an operator is timed at (the TCN's rows ignore ema_dim)."""
-
-    batch: int
-    channels: int
-    length: int
-    ema_dim: int
-    bidirectional: bool
+FAILURES = (RuntimeError, ValueError, MemoryError)  # torch.OutOfMemoryError is a RuntimeError
 
 
-@dataclass(frozen=True)
-class Job:
-    """One measurement: the EMA (candidate None) or one TCN candidate, at one shape."""
+def median_interval(ratios: list[float], confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): the median of `ratios` and its bootstrap percentile interval.
 
-    shape: Shape
-    candidate: Candidate | None = None
+    Deterministic for given ratios (the resampling is seeded), so a stored summary can be recomputed.
+    """
+    from scipy.stats import bootstrap
 
-    @property
-    def op(self) -> str:
-        return "ema" if self.candidate is None else "tcn"
-
-
-def timeit(fn, min_run_time: float) -> benchmark.Measurement:
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time)
-
-
-def forward_fn(module, x):
-    def run():
-        with torch.no_grad():
-            module(x)
-    return run
-
-
-def forward_backward_fn(module, x):
-    x = x.detach().requires_grad_()
-    grad = torch.randn_like(x)
-
-    def run():
-        module(x).backward(grad)
-        x.grad = None
-        module.zero_grad(set_to_none=True)
-    return run
+    data = np.asarray(ratios, dtype=float)
+    med = float(np.median(data))
+    if len(data) < 2 or np.ptp(data) == 0:
+        return med, med, med
+    res = bootstrap((data,), np.median, confidence_level=confidence, n_resamples=2000, method="percentile",
+                    vectorized=True, random_state=np.random.default_rng(seed))
+    return med, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def _libc():
@@ -116,34 +104,127 @@ def peak_memory(fn, device: torch.device) -> int | None:
     return max(0, after[0] - before[1])
 
 
-def build(job: Job, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    s, c = job.shape, job.candidate
-    if c is None:
-        # MEGA keeps the EMA's parameters in float32 and runs its FFT in float32 whatever the input.
-        return MultiHeadEMA(s.channels, ndim=s.ema_dim, bidirectional=s.bidirectional).to(device)
-    return TCN(s.channels, c.kernel_size, c.dilation_factor, c.depth, c.per_block,
-               causal=not s.bidirectional).to(device=device, dtype=dtype)
+@dataclass
+class _Timed:
+    """A workload, warmed up, with the number of calls that make one block per metric."""
+
+    workload: Workload
+    calls: dict[str, int]
+    peak_fwdbwd_bytes: int | None
+    setup_s: float
+
+    def block(self, metric: str) -> float:
+        """Seconds per call over one block."""
+        fn, n = self.workload.fns[metric], self.calls[metric]
+        fn()  # untimed: the first call after another workload pays for its cold caches and idle threads
+        start = sync_clock()
+        for _ in range(n):
+            fn()
+        return (sync_clock() - start) / n
 
 
-def measure(job: Job, device: torch.device, dtype: str, min_run_time: float = 0.2) -> dict:
-    """Time one job. Returns a record with status "ok" or "failed" (and the error), never raises
-    for a failure of the operator itself (out of memory, say)."""
-    torch_dtype = getattr(torch, dtype)
-    record = {"status": "ok", "error": None}
-    try:
-        torch.manual_seed(0)
-        module = build(job, device, torch_dtype).train()
-        x = torch.randn(job.shape.batch, job.shape.length, job.shape.channels, device=device, dtype=torch_dtype)
-        fwd, fwdbwd = forward_fn(module, x), forward_backward_fn(module, x)
-        t_fwd, t_fwdbwd = timeit(fwd, min_run_time), timeit(fwdbwd, min_run_time)
-        record |= {
-            "fwd_ms": 1e3 * t_fwd.median, "fwd_spread": t_fwd.iqr / t_fwd.median,
-            "fwdbwd_ms": 1e3 * t_fwdbwd.median, "fwdbwd_spread": t_fwdbwd.iqr / t_fwdbwd.median,
-            "peak_fwd_bytes": peak_memory(fwd, device), "peak_fwdbwd_bytes": peak_memory(fwdbwd, device),
-        }
-    except (RuntimeError, ValueError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
-        record = {"status": "failed", "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return record
+def _prepare(workload: Workload, device: torch.device, block_s: float) -> _Timed:
+    start = time.perf_counter()
+    calls = {}
+    for metric in METRICS:
+        fn = workload.fns[metric]
+        # timeit() warms the workload up first; one call's time sizes the block.
+        once = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).timeit(1).mean
+        calls[metric] = max(1, min(1000, math.ceil(block_s / max(once, 1e-7))))
+    peak = peak_memory(workload.fns["fwdbwd"], device)
+    return _Timed(workload, calls, peak, time.perf_counter() - start)
+
+
+@dataclass
+class Pair:
+    """One round's result for one candidate: its block times and the bracketing baseline's (ms)."""
+
+    tcn_fwd_ms: float
+    base_fwd_ms: float
+    tcn_fwdbwd_ms: float
+    base_fwdbwd_ms: float
+    wall_s: float
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {m: getattr(self, f"base_{m}_ms") / getattr(self, f"tcn_{m}_ms") for m in METRICS}
+
+
+@dataclass
+class RoundResult:
+    pairs: dict[Candidate, Pair] = field(default_factory=dict)
+    failed: dict[Candidate, str] = field(default_factory=dict)
+    peaks: dict[Candidate, int | None] = field(default_factory=dict)
+    base_peak_bytes: int | None = None
+
+
+class BaselineFailed(RuntimeError):
+    """The EMA side itself cannot run at this shape (out of memory, say)."""
+
+
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+
+
+class PairedSession:
+    """Paired rounds at one shape and level on one device; keeps the built workloads between rounds."""
+
+    def __init__(self, spec: ProfileSpec, shape: Shape, device: torch.device, dtype: str,
+                 block_s: float = 0.02, seed: int = 0):
+        self.spec, self.shape, self.device, self.dtype, self.block_s = spec, shape, device, dtype, block_s
+        self.rng = random.Random(seed)
+        self._tcn: dict[Candidate, _Timed] = {}
+        self._base: _Timed | None = None
+        self._last_base: dict[str, float] | None = None  # the previous round's closing blocks
+
+    def _baseline(self) -> dict[str, float]:
+        if self._base is None:
+            try:
+                self._base = _prepare(build(self.spec, self.shape, None, self.device, self.dtype), self.device,
+                                      self.block_s)
+            except FAILURES as err:
+                raise BaselineFailed(f"the EMA baseline fails at L={self.shape.length}: {_error(err)}") from None
+        return {m: self._base.block(m) for m in METRICS}
+
+    def round(self, candidates: list[Candidate], fresh: bool = False) -> RoundResult:
+        """One round: baseline, the candidates in a random order, baseline. The previous round's closing
+        baseline opens this one unless `fresh` (the caller paused since, to write to the database, say).
+        Failures are reported per candidate (and never raised) except the baseline's own (BaselineFailed)."""
+        result = RoundResult()
+        start = time.perf_counter()
+        opening = self._last_base if self._last_base and not fresh else self._baseline()
+        base_s = time.perf_counter() - start
+        own: dict[Candidate, tuple[dict[str, float], float]] = {}
+        order = list(candidates)
+        self.rng.shuffle(order)
+        for cand in order:
+            t0 = time.perf_counter()
+            try:
+                timed = self._tcn.get(cand)
+                if timed is None:
+                    timed = self._tcn[cand] = _prepare(build(self.spec, self.shape, cand, self.device, self.dtype),
+                                                       self.device, self.block_s)
+                    result.peaks[cand] = timed.peak_fwdbwd_bytes
+                times = {m: timed.block(m) for m in METRICS}
+            except FAILURES as err:
+                self._tcn.pop(cand, None)
+                result.failed[cand] = _error(err)
+                continue
+            finally:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            own[cand] = (times, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        closing = self._baseline()
+        base_s += time.perf_counter() - t0
+        self._last_base = closing
+        result.base_peak_bytes = self._base.peak_fwdbwd_bytes if self._base else None
+        for cand, (times, wall) in own.items():
+            base = {m: 0.5 * (opening[m] + closing[m]) for m in METRICS}
+            result.pairs[cand] = Pair(1e3 * times["fwd"], 1e3 * base["fwd"], 1e3 * times["fwdbwd"],
+                                      1e3 * base["fwdbwd"], wall + base_s / max(1, len(own)))
+        return result
+
+    def forget(self, cand: Candidate) -> None:
+        """Free a candidate's workload once it is decided."""
+        self._tcn.pop(cand, None)

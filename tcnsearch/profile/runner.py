@@ -1,7 +1,22 @@
-"""`tcnsearch profile`: time the candidates against the EMA, store everything, keep the survivors."""
+"""`tcnsearch profile`: paired speedups of the candidates over the EMA, decisions from their intervals.
+
+    measure   for each length, rounds of paired blocks (measure.PairedSession) until each
+              candidate's speedup interval is narrower than `precision` and on one side of
+              `min_speedup`, or its time cap is spent; every round is committed
+    decide    survivor: the interval's low end >= min_speedup at every length; rejected: the high
+              end below it at some length; otherwise undecided
+    adaptive  (the default strategy for grids of more than ADAPTIVE_MIN candidates) measure a
+              spread-out sample, fit the latency model, measure only the candidates whose decision
+              the model cannot make with confidence, predict the rest
+    predict   (`predict=True`) measure nothing: the model fills the grid from what is stored
+
+Measured and predicted rows are told apart everywhere by their `source`; predictions are never
+stored in the latency table.
+"""
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -13,28 +28,50 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tcnsearch.errors import UserError
 from tcnsearch.profile.candidates import Candidate, ProfileSpec
 from tcnsearch.profile.devices import GPU_MODELS, Fingerprint, fingerprint, found_devices, resolve_local
-from tcnsearch.profile.measure import Job, Shape, measure
-from tcnsearch.profile.table import LatencyTable, Measurement
+from tcnsearch.profile.latency_model import LatencyModel, features
+from tcnsearch.profile.levels import METRICS, Shape
+from tcnsearch.profile.measure import BaselineFailed, PairedSession, RoundResult
+from tcnsearch.profile.table import LatencyTable, Stored, summarize_pairs
 from tcnsearch.storage import create_engine, masked, resolve_url
+
+ADAPTIVE_MIN = 24  # smaller grids are measured whole: a model needs more points than that to pay off
+GROUP = 4  # candidates per round between two baseline blocks
+FLUSH_S = 2.0  # the longest a finished pair waits before it is written
 
 
 class LocalMeasurer:
-    def __init__(self, device: torch.device, dtype: str, min_run_time: float):
-        self.device, self.dtype, self.min_run_time = device, dtype, min_run_time
+    """Paired rounds on this machine; one session (built workloads, last baseline blocks) per shape."""
+
+    def __init__(self, device: torch.device, dtype: str, block_s: float = 0.02):
+        self.device, self.dtype, self.block_s = device, dtype, block_s
+        self._sessions: dict[tuple, PairedSession] = {}
 
     def fingerprint(self) -> Fingerprint:
         return fingerprint(self.device, self.dtype)
 
-    def measure(self, job: Job) -> dict:
-        return measure(job, self.device, self.dtype, self.min_run_time) | {"host": socket.gethostname()}
+    def round(self, spec: ProfileSpec, shape: Shape, candidates: list[Candidate], fresh: bool = False) -> RoundResult:
+        key = (spec.level, spec.context, shape)
+        if key not in self._sessions:
+            self._sessions[key] = PairedSession(spec, shape, self.device, self.dtype, self.block_s,
+                                                seed=shape.length)
+        return self._sessions[key].round(candidates, fresh)
+
+    def forget(self, spec: ProfileSpec, shape: Shape, cand: Candidate) -> None:
+        session = self._sessions.get((spec.level, spec.context, shape))
+        if session is not None:
+            session.forget(cand)
+
+    def host(self) -> str:
+        return socket.gethostname()
 
     def close(self) -> None:
-        pass
+        self._sessions.clear()
 
 
 @dataclass
 class ProfileResult:
-    """What a profile found. `candidates` holds every structure, `survivors` those that passed."""
+    """What a profile found. `candidates` holds every structure; `survivors`, `undecided` and
+    `rejected` partition those that ran; each row's `source` is "measured" or "predicted"."""
 
     device: Fingerprint
     target: str
@@ -42,91 +79,306 @@ class ProfileResult:
     spec: ProfileSpec
     measured: int
     cached: int
+    predicted: int
+    pairs: int
     elapsed_s: float
     ema: list[dict]
     candidates: list[dict]
     survivors: list[dict] = field(default_factory=list)
+    undecided: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "device": self.device.as_dict(), "target": self.target, "storage": self.storage,
-            "spec": self.spec.model_dump(), "measured": self.measured, "cached": self.cached,
+            "spec": self.spec.model_dump(), "level": self.spec.level, "measured": self.measured,
+            "cached": self.cached, "predicted": self.predicted, "pairs": self.pairs,
             "elapsed_s": round(self.elapsed_s, 3), "ema": self.ema, "n_candidates": len(self.candidates),
-            "survivors": self.survivors, "failed": self.failed,
+            "n_survivors": len(self.survivors), "n_undecided": len(self.undecided),
+            "n_rejected": sum(r["decision"] == "rejected" for r in self.candidates),
+            "survivors": self.survivors, "undecided": self.undecided, "failed": self.failed,
+            "candidates": self.candidates,
         }
 
+    def kept(self) -> list[dict]:
+        """What a study draws from: the survivors, and the undecided ones if the spec says keep."""
+        return self.survivors + (self.undecided if self.spec.undecided == "keep" else [])
 
-def _shapes(spec: ProfileSpec) -> list[Shape]:
+
+def shapes_of(spec: ProfileSpec) -> list[Shape]:
     return [Shape(spec.batch, spec.channels, length, spec.ema_dim, spec.bidirectional) for length in spec.lengths]
 
 
-def jobs_for(spec: ProfileSpec) -> list[Job]:
-    """The EMA and every candidate at every length, the EMA first so each length's baseline lands early."""
-    return [job for s in _shapes(spec) for job in [Job(s)] + [Job(s, c) for c in spec.candidates()]]
+def decision(interval: tuple[float, float, float] | None, threshold: float) -> str:
+    """survivor / rejected / undecided for one (median, low, high) speedup."""
+    if interval is None:
+        return "undecided"
+    _, lo, hi = interval
+    return "survivor" if lo >= threshold else "rejected" if hi < threshold else "undecided"
 
 
-def _timing(m: Measurement | None) -> dict:
-    if m is None:
-        return {"status": "missing"}
-    return {"status": m.status, "error": m.error, "fwd_ms": m.fwd_ms, "fwdbwd_ms": m.fwdbwd_ms,
-            "fwd_spread": m.fwd_spread, "fwdbwd_spread": m.fwdbwd_spread,
-            "peak_fwd_bytes": m.peak_fwd_bytes, "peak_fwdbwd_bytes": m.peak_fwdbwd_bytes}
+def _metric(spec: ProfileSpec) -> str:
+    return "fwdbwd" if spec.mode == "train" else "fwd"
 
 
-def assemble(
-    spec: ProfileSpec, stored: dict[Job, Measurement]
-) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
-    """(ema rows, candidate rows, survivors, failures) from the stored measurements.
+def finished(spec: ProfileSpec, stored: Stored | None) -> bool:
+    """Whether a measurement needs no more pairs under this spec's precision, threshold and cap."""
+    if stored is None:
+        return False
+    if stored.status == "failed":
+        return True
+    if stored.n_pairs < spec.min_pairs:
+        return False
+    if stored.wall_s >= spec.max_time:
+        return True
+    med, lo, hi = stored.speedup[_metric(spec)]
+    precise = hi - lo <= spec.precision * med
+    return precise and decision((med, lo, hi), spec.min_speedup) != "undecided"
 
-    A candidate's top-level times are at the longest length; its speedups are the smallest over
-    the lengths, which is what the survivor rule (`min_speedup` at every length) checks.
+
+def _label(c: Candidate) -> str:
+    return f"K={c.kernel_size} f={c.dilation_factor} D={c.depth} B={c.per_block}"
+
+
+def spread_sample(cands: list[Candidate], n: int) -> list[Candidate]:
+    """`n` candidates spread over the grid: greedy farthest-point sampling on standardised structure
+    features, deterministic, starting from the one nearest the middle."""
+    import numpy as np
+
+    if n >= len(cands):
+        return list(cands)
+    shape = Shape(1, 1, 1, 1, False)
+    x = np.array([features(c, shape)[:5] for c in cands])
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
+    chosen = [int(np.argmin((x ** 2).sum(1)))]
+    dist = ((x - x[chosen[0]]) ** 2).sum(1)
+    while len(chosen) < n:
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, ((x - x[nxt]) ** 2).sum(1))
+    return [cands[i] for i in sorted(chosen)]
+
+
+class _Profiler:
+    """One profile run: the table, the measurer, the progress bar, and what it has done."""
+
+    def __init__(self, spec: ProfileSpec, table: LatencyTable, fp_id: int, measurer, progress: bool):
+        self.spec, self.table, self.fp_id, self.measurer = spec, table, fp_id, measurer
+        self.shapes = shapes_of(spec)
+        self.stored: dict[tuple[Shape, Candidate], Stored] = {}
+        self.measured: set[tuple[Shape, Candidate]] = set()
+        self.pairs = 0
+        self.bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                            console=Console(stderr=True), disable=not progress, transient=False)
+        self.task = self.bar.add_task(f"{spec.level} level", total=0)
+
+    def load(self, cands: list[Candidate]) -> None:
+        self.stored.update(self.table.get(self.fp_id, self.spec.level, self.spec.context, self.shapes, cands))
+
+    def done(self, cand: Candidate) -> bool:
+        return all(finished(self.spec, self.stored.get((s, cand))) for s in self.shapes)
+
+    def measure(self, cands: list[Candidate]) -> None:
+        """Pairs for every (shape, candidate) among `cands` until each is finished.
+
+        Pairs are written every FLUSH_S seconds and whenever a candidate finishes, not after every
+        round: a database write between two blocks is a pause that disturbs the next block. The
+        round after a write opens with a fresh baseline block.
+        """
+        todo = {s: [c for c in cands if not finished(self.spec, self.stored.get((s, c)))] for s in self.shapes}
+        self.bar.update(self.task, total=self.bar.tasks[0].total + sum(map(len, todo.values())))
+        for shape, pending in todo.items():
+            before = {c: self.table.pairs(self.stored[(shape, c)].id) if (shape, c) in self.stored else []
+                      for c in pending}
+            new: dict[Candidate, list] = {c: [] for c in pending}
+            peaks: dict[Candidate, int | None] = {}
+            base_peak = None
+            active: list[Candidate] = []
+            last_flush, fresh = time.perf_counter(), True
+
+            while pending or active:
+                while pending and len(active) < GROUP:
+                    active.append(pending.pop(0))
+                self.bar.update(self.task, description=f"L={shape.length} {', '.join(map(_label, active[:2]))}"
+                                                       f"{' ...' if len(active) > 2 else ''}")
+                try:
+                    result = self.measurer.round(self.spec, shape, active, fresh)
+                except BaselineFailed as err:
+                    for c in active + pending:
+                        self._fail(shape, c, str(err))
+                    self.bar.advance(self.task, len(active) + len(pending))
+                    break
+                fresh = False
+                base_peak = result.base_peak_bytes
+                done = []
+                for c in list(active):
+                    self.measured.add((shape, c))
+                    if c in result.failed:
+                        self._fail(shape, c, result.failed[c])
+                        active.remove(c)
+                        self.bar.advance(self.task)
+                        continue
+                    new[c].append(result.pairs[c])
+                    if c in result.peaks:
+                        peaks[c] = result.peaks[c]
+                    self.pairs += 1
+                    if finished(self.spec, self._projected(shape, c, before[c] + new[c])):
+                        done.append(c)
+                if done or time.perf_counter() - last_flush >= FLUSH_S:
+                    self._flush(shape, active, new, before, peaks, base_peak)
+                    last_flush, fresh = time.perf_counter(), True
+                for c in done:
+                    active.remove(c)
+                    self.measurer.forget(self.spec, shape, c)
+                    self.bar.advance(self.task)
+
+    def _flush(self, shape: Shape, which: list[Candidate], new: dict, before: dict, peaks: dict,
+               base_peak: int | None) -> None:
+        """Write the pairs taken since the last write (`new`), one transaction per candidate."""
+        for c in which:
+            if new[c]:
+                self.stored[(shape, c)] = self.table.add_pairs(
+                    self.fp_id, self.spec.level, self.spec.context, shape, c, new[c], before[c],
+                    tcn_peak=peaks.pop(c, None), base_peak=base_peak, host=self.measurer.host())
+                before[c] += new[c]
+                new[c] = []
+
+    def _projected(self, shape: Shape, cand: Candidate, pairs: list) -> Stored:
+        """The summary the table would store for these pairs (to decide whether to stop, before writing)."""
+        return Stored(0, "ok", None, len(pairs), sum(p.wall_s for p in pairs),
+                      {m: (v[f"speedup_{m}"], v[f"speedup_{m}_lo"], v[f"speedup_{m}_hi"])
+                       for v in [summarize_pairs(pairs)] for m in METRICS}, {}, {}, None, None)
+
+    def _fail(self, shape: Shape, cand: Candidate, error: str) -> None:
+        self.table.fail(self.fp_id, self.spec.level, self.spec.context, shape, cand, error)
+        self.stored[(shape, cand)] = Stored(0, "failed", error, 0, 0.0, {m: None for m in METRICS}, {}, {},
+                                            None, None)
+
+    def fit(self) -> LatencyModel | None:
+        rows = self.table.all_rows(self.fp_id, self.spec.level, self.spec.context)
+        try:
+            return LatencyModel.fit(rows)
+        except ValueError:
+            return None
+
+
+def _predictions(model: LatencyModel | None, spec: ProfileSpec, shapes: list[Shape], cands: list[Candidate]):
+    if model is None or not cands:
+        return {}
+    items = [(s, c) for c in cands for s in shapes]
+    return dict(zip(items, model.predict(items), strict=True))
+
+
+def adaptive(prof: _Profiler, cands: list[Candidate]) -> LatencyModel | None:
+    """Measure a spread-out sample, then what the latency model cannot decide; returns the last model."""
+    spec, shapes = prof.spec, prof.shapes
+    n = len(cands)
+    prof.measure(spread_sample(cands, max(16, math.ceil(0.05 * n))))
+    batch_size = max(8, math.ceil(0.03 * n))
+    log_thr = math.log(spec.min_speedup)
+    metric = _metric(spec)
+    while True:
+        model = prof.fit()
+        left = [c for c in cands if not prof.done(c)]
+        if model is None or not left:
+            return model
+        preds = _predictions(model, spec, shapes, left)
+        unsure = []
+        for c in left:
+            intervals = [preds[(s, c)][metric] for s in shapes]
+            if _combine([decision(i, spec.min_speedup) for i in intervals]) == "undecided":
+                # How many standard deviations the closest length is from the threshold: closest first.
+                z = min(abs(math.log(i[0]) - log_thr) / max(1e-9, (math.log(i[2]) - math.log(i[1])) / 3.92)
+                        for i in intervals)
+                unsure.append((z, c))
+        if not unsure:
+            return model
+        prof.measure([c for _, c in sorted(unsure, key=lambda t: t[0])[:batch_size]])
+
+
+def _combine(decisions: list[str]) -> str:
+    if "failed" in decisions:
+        return "failed"
+    if "rejected" in decisions:
+        return "rejected"
+    return "survivor" if all(d == "survivor" for d in decisions) else "undecided"
+
+
+def assemble(spec: ProfileSpec, stored: dict[tuple[Shape, Candidate], Stored],
+             predicted: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """(baseline rows per length, candidate rows) from stored measurements and model predictions.
+
+    A candidate's speedups are the least over the lengths (with that length's interval), which is
+    what the survivor rule checks. Its latencies are the baseline's pooled time at the longest
+    length over its paired speedup there: drift-free, and ranked exactly as the speedups are (the
+    raw block medians are kept as `tcn_*_raw_ms`).
     """
-    key = "speedup_fwdbwd" if spec.mode == "train" else "speedup_fwd"
-    shapes = _shapes(spec)
-    ema_rows = [{"length": s.length, **_timing(stored.get(Job(s)))} for s in shapes]
-    rows, survivors, failed = [], [], []
+    predicted = predicted or {}
+    shapes = shapes_of(spec)
+    ema_rows = []
+    for s in shapes:
+        entries = [v for (sh, _), v in stored.items() if sh == s and v.status == "ok"]
+        row = {"length": s.length, "status": "ok" if entries else "missing", "level": spec.level}
+        for m in METRICS:
+            times = sorted(v.base_ms[m] for v in entries if v.base_ms.get(m))
+            row[f"{m}_ms"] = times[len(times) // 2] if times else None
+        peaks = [v.base_peak_bytes for v in entries if v.base_peak_bytes is not None]
+        row["peak_fwdbwd_bytes"] = max(peaks) if peaks else None
+        ema_rows.append(row)
+    base_at = {s: r for s, r in zip(shapes, ema_rows, strict=True)}
+    rows = []
     for cand in spec.candidates():
-        by_length, ok = [], True
-        for s, ema in zip(shapes, ema_rows, strict=True):
-            tcn = _timing(stored.get(Job(s, cand)))
-            entry = {"length": s.length, "tcn_status": tcn["status"]}
-            if tcn["status"] == "ok" and ema["status"] == "ok":
-                entry |= {
-                    "tcn_fwd_ms": tcn["fwd_ms"], "tcn_fwdbwd_ms": tcn["fwdbwd_ms"],
-                    "ema_fwd_ms": ema["fwd_ms"], "ema_fwdbwd_ms": ema["fwdbwd_ms"],
-                    "speedup_fwd": ema["fwd_ms"] / tcn["fwd_ms"],
-                    "speedup_fwdbwd": ema["fwdbwd_ms"] / tcn["fwdbwd_ms"],
-                    "tcn_fwd_spread": tcn["fwd_spread"], "tcn_fwdbwd_spread": tcn["fwdbwd_spread"],
-                    "tcn_peak_fwdbwd_bytes": tcn["peak_fwdbwd_bytes"],
-                    "ema_peak_fwdbwd_bytes": ema["peak_fwdbwd_bytes"],
-                }
+        by_length, decisions, source = [], [], "measured"
+        for s in shapes:
+            got = stored.get((s, cand))
+            entry = {"length": s.length}
+            if got is not None and got.status == "failed":
+                entry |= {"status": "failed", "error": got.error}
+                decisions.append("failed")
+            elif got is not None and got.speedup.get("fwd"):
+                entry |= {"status": "ok", "source": "measured", "n_pairs": got.n_pairs, "wall_s": got.wall_s,
+                          "tcn_peak_fwdbwd_bytes": got.tcn_peak_bytes}
+                for m in METRICS:
+                    entry |= _speedup_fields(m, got.speedup[m], base_at[s][f"{m}_ms"])
+                    entry[f"tcn_{m}_raw_ms"] = got.tcn_ms[m]
+                decisions.append(decision(got.speedup[_metric(spec)], spec.min_speedup))
+            elif (s, cand) in predicted:
+                source = "predicted"
+                entry |= {"status": "ok", "source": "predicted", "n_pairs": 0}
+                for m in METRICS:
+                    entry |= _speedup_fields(m, predicted[(s, cand)][m], base_at[s][f"{m}_ms"])
+                decisions.append(decision(predicted[(s, cand)][_metric(spec)], spec.min_speedup))
             else:
-                ok = False
-                if tcn["status"] == "failed":
-                    failed.append(cand.as_dict() | {"length": s.length, "error": tcn["error"]})
+                entry["status"] = "missing"
+                decisions.append("undecided")
+                source = "missing"
             by_length.append(entry)
-        row = cand.as_dict() | {"ok": ok, "by_length": by_length}
-        if ok:
+        row = cand.as_dict() | {"source": source, "by_length": by_length}
+        verdict = _combine(decisions)
+        ok = [e for e in by_length if e["status"] == "ok"]
+        row["ok"] = verdict != "failed" and len(ok) == len(by_length)
+        row["decision"] = verdict
+        row["survivor"] = verdict == "survivor"
+        if row["ok"]:
             last = by_length[-1]
-            row |= {k: last[k] for k in ("tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms",
-                                          "tcn_peak_fwdbwd_bytes", "ema_peak_fwdbwd_bytes")}
-            row["speedup_fwd"] = min(e["speedup_fwd"] for e in by_length)
-            row["speedup_fwdbwd"] = min(e["speedup_fwdbwd"] for e in by_length)
-            row["survivor"] = row[key] >= spec.min_speedup
-        else:
-            row["survivor"] = False
+            for m in METRICS:
+                worst = min(ok, key=lambda e, m=m: e[f"speedup_{m}"])
+                row[f"speedup_{m}"] = worst[f"speedup_{m}"]
+                row[f"speedup_{m}_ci"] = worst[f"speedup_{m}_ci"]
+                row[f"tcn_{m}_ms"] = last[f"tcn_{m}_ms"]
+                row[f"ema_{m}_ms"] = base_at[shapes[-1]][f"{m}_ms"]
+            row["n_pairs"] = sum(e["n_pairs"] for e in by_length)
+            row["tcn_peak_fwdbwd_bytes"] = last.get("tcn_peak_fwdbwd_bytes")
+            row["ema_peak_fwdbwd_bytes"] = base_at[shapes[-1]]["peak_fwdbwd_bytes"]
         rows.append(row)
-        if row["survivor"]:
-            survivors.append(row)
-    survivors.sort(key=lambda r: -r[key])
-    return ema_rows, rows, survivors, failed
+    return ema_rows, rows
 
 
-def _describe(job: Job) -> str:
-    c = job.candidate
-    what = "EMA" if c is None else f"TCN K={c.kernel_size} f={c.dilation_factor} D={c.depth} B={c.per_block}"
-    return f"L={job.shape.length} {what}"
+def _speedup_fields(metric: str, interval: tuple[float, float, float], base_ms: float | None) -> dict:
+    med, lo, hi = interval
+    return {f"speedup_{metric}": med, f"speedup_{metric}_ci": [lo, hi],
+            f"tcn_{metric}_ms": base_ms / med if base_ms else None, f"ema_{metric}_ms": base_ms}
 
 
 def run_profile(
@@ -135,14 +387,21 @@ def run_profile(
     storage: str | None = None,
     force: bool = False,
     ray_address: str | None = None,
-    min_run_time: float = 0.2,
     progress: bool = True,
+    predict: bool = False,
+    block_s: float = 0.02,
 ) -> ProfileResult:
     """Profile `spec` on the `gpu` target, measuring only what the latency table lacks.
 
+    Args:
+        predict: measure nothing; the latency model, fitted to what is stored for this device and
+            level, predicts every candidate that is not measured.
+        block_s: the shortest block of calls between two clock reads.
+
     Raises:
-        UserError: unknown GPU, the GPU is neither local nor reachable through `ray_address`,
-            the database or the Ray cluster is unreachable. Raised before anything is measured.
+        UserError: unknown GPU, the GPU is neither local nor reachable through `ray_address`, the
+            database or the Ray cluster is unreachable, nothing to predict from. Raised before
+            anything is measured.
     """
     start = time.perf_counter()
     # Every check that can refuse comes before the first write to the database.
@@ -154,35 +413,56 @@ def run_profile(
     url = resolve_url(storage)
     engine = create_engine(url)
     if device is not None:
-        measurer = LocalMeasurer(device, spec.dtype, min_run_time)
+        measurer = LocalMeasurer(device, spec.dtype, block_s)
     else:
         from tcnsearch.profile._remote import RemoteMeasurer
 
-        measurer = RemoteMeasurer(ray_address, gpu, spec.dtype, min_run_time)
-    table = LatencyTable(engine)
+        measurer = RemoteMeasurer(ray_address, gpu, spec.dtype, block_s)
+    cands = spec.candidates()
     try:
         fp = measurer.fingerprint()
-        device_id = table.device_id(fp)
-        jobs = jobs_for(spec)
-        stored = {} if force else table.get(device_id, jobs)
-        todo = [j for j in jobs if j not in stored]
-        console = Console(stderr=True)
-        with Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
-                      disable=not progress or not todo, transient=False) as bar:
-            task = bar.add_task(fp.device_name, total=len(todo))
-            for job in todo:
-                bar.update(task, description=_describe(job))
-                table.put(device_id, job, measurer.measure(job))
-                bar.advance(task)
+        table = LatencyTable(engine, create=not predict)
+        if predict:
+            fp_id = table.fingerprint_id(fp, create=False) if table.has_tables() else None
+            rows = table.all_rows(fp_id, spec.level, spec.context) if fp_id is not None else []
+            if len(rows) < 3:
+                raise UserError(f"nothing to predict from: {len(rows)} stored {spec.level}-level measurements for "
+                                f"{fp.device_name} ({fp.backend}, {fp.dtype}) at these model settings; run "
+                                "`tcnsearch profile` without --predict first (it measures a sample)")
+        else:
+            fp_id = table.fingerprint_id(fp)
+        prof = _Profiler(spec, table, fp_id, measurer, progress and not predict)
+        if force and not predict:
+            table.clear(fp_id, spec.level, spec.context, prof.shapes, cands)
+        prof.load(cands)
+        cached = sum(1 for c in cands if prof.done(c))
+        model = None
+        with prof.bar:
+            if predict:
+                model = prof.fit()
+            elif spec.strategy == "full" or len(cands) <= ADAPTIVE_MIN:
+                prof.measure(cands)
+            else:
+                model = adaptive(prof, cands)
     finally:
         measurer.close()
-    ema, rows, survivors, failed = assemble(spec, table.get(device_id, jobs))
+    missing = [c for c in cands if not all((s, c) in prof.stored for s in prof.shapes)]
+    predicted = _predictions(model, spec, prof.shapes, missing)
+    ema, rows = assemble(spec, prof.stored, predicted)
+    key = f"speedup_{_metric(spec)}"
+    survivors = sorted((r for r in rows if r["decision"] == "survivor"), key=lambda r: -r[key])
+    undecided = sorted((r for r in rows if r["decision"] == "undecided" and r["ok"]), key=lambda r: -r[key])
+    failed = [cand_row | {"length": e["length"], "error": e["error"]}
+              for r in rows for e in r["by_length"] if e["status"] == "failed"
+              for cand_row in [{k: r[k] for k in ("kernel_size", "dilation_factor", "depth", "per_block",
+                                                  "receptive_field")}]]
+    measured_now = len({c for _, c in prof.measured})
     return ProfileResult(
-        device=fp, target=gpu, storage=masked(url), spec=spec, measured=len(todo),
-        cached=len(jobs) - len(todo), elapsed_s=time.perf_counter() - start, ema=ema,
-        candidates=rows, survivors=survivors, failed=failed,
+        device=fp, target=gpu, storage=masked(url), spec=spec, measured=measured_now,
+        cached=cached, predicted=sum(r["source"] == "predicted" for r in rows), pairs=prof.pairs,
+        elapsed_s=time.perf_counter() - start, ema=ema, candidates=rows, survivors=survivors,
+        undecided=undecided, failed=failed,
     )
 
 
-__all__ = ["Candidate", "ProfileResult", "assemble", "jobs_for", "run_profile"]
+__all__ = ["Candidate", "ProfileResult", "assemble", "decision", "run_profile", "spread_sample"]

@@ -1,54 +1,69 @@
-"""The latency table: every measurement, in the same database as the Optuna studies.
+"""The latency table: every paired measurement, in the same database as the Optuna studies.
 
-Two tables, prefixed so they never collide with Optuna's: devices (one row per fingerprint) and
-measurements (one row per device, operator, structure and shape; the EMA's structure columns
-and the TCN's ema_dim are 0, so the unique key never holds a NULL). Each measurement is
-committed as soon as it is taken: an interrupted profile keeps everything it measured.
+Three tables, prefixed so they never collide with Optuna's:
+
+    tcnsearch_fingerprints   one row per device and software: device, TCN backend (native kernel
+                             or fallback), threads, torch/CUDA/cuDNN versions, dtype
+    tcnsearch_latency        one row per fingerprint, level, model context, structure and shape:
+                             the speedups (median ratio and bootstrap 95% interval), the number
+                             of pairs, the wall time spent, block medians, peak memory
+    tcnsearch_latency_pairs  every pair behind those rows, so a rerun continues a measurement and
+                             its interval is recomputed from the raw ratios
+
+Rows are committed after every round: an interrupted profile keeps every finished pair. Only
+measurements are ever stored here; the latency model's predictions are computed on demand.
+(tcnsearch < 0.3 kept unpaired timings in tcnsearch_devices / tcnsearch_measurements, keyed
+without the backend; those tables are left as they are and no longer read.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import socket
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tcnsearch.profile.candidates import Candidate
 from tcnsearch.profile.devices import Fingerprint
-from tcnsearch.profile.measure import Job
+from tcnsearch.profile.levels import METRICS, Shape
+from tcnsearch.profile.measure import Pair, median_interval
 
-KEY = ("device_id", "op", "kernel_size", "dilation_factor", "depth", "per_block", "batch", "channels",
-       "length", "ema_dim", "bidirectional")
+KEY = ("fingerprint_id", "level", "context", "kernel_size", "dilation_factor", "depth", "per_block", "batch",
+       "channels", "length", "ema_dim", "bidirectional")
+FP_FIELDS = ("device_name", "backend", "threads", "torch_version", "cuda_version", "cudnn_version", "dtype")
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class Device(Base):
-    __tablename__ = "tcnsearch_devices"
-    __table_args__ = (sa.UniqueConstraint("name", "torch_version", "cuda_version", "dtype"),)
+class FingerprintRow(Base):
+    __tablename__ = "tcnsearch_fingerprints"
+    __table_args__ = (sa.UniqueConstraint(*FP_FIELDS, name="tcnsearch_fingerprint_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(200))
+    device_name: Mapped[str] = mapped_column(sa.String(200))
+    backend: Mapped[str] = mapped_column(sa.String(20))
+    threads: Mapped[int]
     torch_version: Mapped[str] = mapped_column(sa.String(40))
     cuda_version: Mapped[str] = mapped_column(sa.String(40))
+    cudnn_version: Mapped[str] = mapped_column(sa.String(40))
     dtype: Mapped[str] = mapped_column(sa.String(20))
 
-    def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.name, self.torch_version, self.cuda_version, self.dtype)
 
-
-class Measurement(Base):
-    __tablename__ = "tcnsearch_measurements"
-    __table_args__ = (sa.UniqueConstraint(*KEY, name="tcnsearch_measurement_key"),)
+class LatencyRow(Base):
+    __tablename__ = "tcnsearch_latency"
+    __table_args__ = (sa.UniqueConstraint(*KEY, name="tcnsearch_latency_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    device_id: Mapped[int] = mapped_column(sa.ForeignKey("tcnsearch_devices.id"), index=True)
-    op: Mapped[str] = mapped_column(sa.String(8))
+    fingerprint_id: Mapped[int] = mapped_column(sa.ForeignKey("tcnsearch_fingerprints.id"), index=True)
+    level: Mapped[str] = mapped_column(sa.String(8))
+    context: Mapped[str] = mapped_column(sa.String(32))
     kernel_size: Mapped[int]
     dilation_factor: Mapped[int]
     depth: Mapped[int]
@@ -60,93 +75,197 @@ class Measurement(Base):
     bidirectional: Mapped[bool]
     status: Mapped[str] = mapped_column(sa.String(10))
     error: Mapped[str | None] = mapped_column(sa.Text)
-    fwd_ms: Mapped[float | None]
-    fwd_spread: Mapped[float | None]
-    fwdbwd_ms: Mapped[float | None]
-    fwdbwd_spread: Mapped[float | None]
-    peak_fwd_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
-    peak_fwdbwd_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    n_pairs: Mapped[int] = mapped_column(default=0)
+    wall_s: Mapped[float] = mapped_column(default=0.0)
+    speedup_fwd: Mapped[float | None]
+    speedup_fwd_lo: Mapped[float | None]
+    speedup_fwd_hi: Mapped[float | None]
+    speedup_fwdbwd: Mapped[float | None]
+    speedup_fwdbwd_lo: Mapped[float | None]
+    speedup_fwdbwd_hi: Mapped[float | None]
+    tcn_fwd_ms: Mapped[float | None]
+    tcn_fwdbwd_ms: Mapped[float | None]
+    base_fwd_ms: Mapped[float | None]
+    base_fwdbwd_ms: Mapped[float | None]
+    tcn_peak_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    base_peak_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     host: Mapped[str | None] = mapped_column(sa.String(200))
     measured_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
-def key_of(device_id: int, job: Job) -> dict:
-    c, s = job.candidate, job.shape
-    return {
-        "device_id": device_id, "op": job.op,
-        "kernel_size": c.kernel_size if c else 0, "dilation_factor": c.dilation_factor if c else 0,
-        "depth": c.depth if c else 0, "per_block": c.per_block if c else 0,
-        "batch": s.batch, "channels": s.channels, "length": s.length,
-        "ema_dim": s.ema_dim if c is None else 0, "bidirectional": s.bidirectional,
-    }
+class PairRow(Base):
+    __tablename__ = "tcnsearch_latency_pairs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    latency_id: Mapped[int] = mapped_column(sa.ForeignKey("tcnsearch_latency.id"), index=True)
+    seq: Mapped[int]
+    tcn_fwd_ms: Mapped[float]
+    base_fwd_ms: Mapped[float]
+    tcn_fwdbwd_ms: Mapped[float]
+    base_fwdbwd_ms: Mapped[float]
+    wall_s: Mapped[float]
+
+
+@dataclass
+class Stored:
+    """One stored measurement as the profiler reads it."""
+
+    id: int
+    status: str
+    error: str | None
+    n_pairs: int
+    wall_s: float
+    speedup: dict[str, tuple[float, float, float] | None]  # metric -> (median, low, high)
+    tcn_ms: dict[str, float | None]
+    base_ms: dict[str, float | None]
+    tcn_peak_bytes: int | None
+    base_peak_bytes: int | None
+
+    @classmethod
+    def from_row(cls, r: LatencyRow) -> Stored:
+        speedup = {m: (getattr(r, f"speedup_{m}"), getattr(r, f"speedup_{m}_lo"), getattr(r, f"speedup_{m}_hi"))
+                   if getattr(r, f"speedup_{m}") is not None else None for m in METRICS}
+        return cls(r.id, r.status, r.error, r.n_pairs, r.wall_s, speedup,
+                   {m: getattr(r, f"tcn_{m}_ms") for m in METRICS}, {m: getattr(r, f"base_{m}_ms") for m in METRICS},
+                   r.tcn_peak_bytes, r.base_peak_bytes)
+
+
+def summarize_pairs(pairs: list[Pair]) -> dict:
+    """The stored summary of a measurement's pairs: each speedup's median and interval, block medians."""
+    import statistics
+
+    out = {"n_pairs": len(pairs), "wall_s": sum(p.wall_s for p in pairs)}
+    for m in METRICS:
+        ratios = [p.ratios[m] for p in pairs]
+        med, lo, hi = median_interval(ratios, seed=len(ratios))
+        out |= {f"speedup_{m}": med, f"speedup_{m}_lo": lo, f"speedup_{m}_hi": hi,
+                f"tcn_{m}_ms": statistics.median(getattr(p, f"tcn_{m}_ms") for p in pairs),
+                f"base_{m}_ms": statistics.median(getattr(p, f"base_{m}_ms") for p in pairs)}
+    return out
+
+
+def key_of(fp_id: int, level: str, context: str, shape: Shape, cand: Candidate) -> dict:
+    return {"fingerprint_id": fp_id, "level": level, "context": context, "kernel_size": cand.kernel_size,
+            "dilation_factor": cand.dilation_factor, "depth": cand.depth, "per_block": cand.per_block,
+            "batch": shape.batch, "channels": shape.channels, "length": shape.length, "ema_dim": shape.ema_dim,
+            "bidirectional": shape.bidirectional}
 
 
 class LatencyTable:
-    """Reads and writes measurements on one engine."""
+    """Reads and writes paired measurements on one engine.
 
-    def __init__(self, engine: Engine):
+    Args:
+        engine: the database.
+        create: create the tables if they are missing (commands that only read pass False).
+    """
+
+    def __init__(self, engine: Engine, create: bool = True):
         self.engine = engine
-        Base.metadata.create_all(engine)
+        if create:
+            Base.metadata.create_all(engine)
 
-    def device_id(self, fp: Fingerprint) -> int:
-        where = sa.and_(Device.name == fp.device_name, Device.torch_version == fp.torch_version,
-                        Device.cuda_version == fp.cuda_version, Device.dtype == fp.dtype)
+    def has_tables(self) -> bool:
+        return sa.inspect(self.engine).has_table(LatencyRow.__tablename__)
+
+    def fingerprint_id(self, fp: Fingerprint, create: bool = True) -> int | None:
+        values = {k: getattr(fp, k) for k in FP_FIELDS}
+        where = sa.and_(*(getattr(FingerprintRow, k) == v for k, v in values.items()))
         with self.engine.begin() as conn:
-            found = conn.execute(sa.select(Device.id).where(where)).scalar()
-            if found is not None:
+            found = conn.execute(sa.select(FingerprintRow.id).where(where)).scalar()
+            if found is not None or not create:
                 return found
-            values = {"name": fp.device_name, "torch_version": fp.torch_version,
-                      "cuda_version": fp.cuda_version, "dtype": fp.dtype}
-            conn.execute(self._insert(Device).values(**values).on_conflict_do_nothing())
-            return conn.execute(sa.select(Device.id).where(where)).scalar_one()
+            conn.execute(self._insert(FingerprintRow).values(**values).on_conflict_do_nothing())
+            return conn.execute(sa.select(FingerprintRow.id).where(where)).scalar_one()
 
-    def get(self, device_id: int, jobs: list[Job]) -> dict[Job, Measurement]:
-        """The stored measurements among `jobs`."""
-        wanted = {tuple(key_of(device_id, j).values()): j for j in jobs}
-        lengths = sorted({j.shape.length for j in jobs})
-        found: dict[Job, Measurement] = {}
-        with Session(self.engine) as session:
-            rows = session.scalars(sa.select(Measurement).where(
-                Measurement.device_id == device_id, Measurement.length.in_(lengths)))
+    def get(self, fp_id: int, level: str, context: str, shapes: list[Shape],
+            candidates: list[Candidate]) -> dict[tuple[Shape, Candidate], Stored]:
+        """The stored measurements of `candidates` at `shapes`."""
+        wanted = {tuple(key_of(fp_id, level, context, s, c).values()): (s, c) for s in shapes for c in candidates}
+        found = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(LatencyRow).where(
+                LatencyRow.fingerprint_id == fp_id, LatencyRow.level == level, LatencyRow.context == context,
+                LatencyRow.length.in_(sorted({s.length for s in shapes}))))
             for row in rows:
-                job = wanted.get(tuple(getattr(row, k) for k in KEY))
-                if job is not None:
-                    found[job] = row
-                    session.expunge(row)
+                hit = wanted.get(tuple(getattr(row, k) for k in KEY))
+                if hit is not None:
+                    found[hit] = Stored.from_row(row)
         return found
 
-    def put(self, device_id: int, job: Job, record: dict) -> None:
-        """Insert or replace one measurement, committed at once."""
-        values = key_of(device_id, job) | {
-            "status": record["status"], "error": record.get("error"),
-            **{k: record.get(k) for k in ("fwd_ms", "fwd_spread", "fwdbwd_ms", "fwdbwd_spread",
-                                          "peak_fwd_bytes", "peak_fwdbwd_bytes")},
-            "host": record.get("host") or socket.gethostname(),
-            "measured_at": dt.datetime.now(dt.timezone.utc),
-        }
-        stmt = self._insert(Measurement).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=list(KEY),
-                                          set_={k: stmt.excluded[k] for k in values if k not in KEY})
+    def all_rows(self, fp_id: int, level: str, context: str) -> list[dict]:
+        """Every successful measurement of a fingerprint, level and context: what a latency model learns from."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(LatencyRow).where(
+                LatencyRow.fingerprint_id == fp_id, LatencyRow.level == level, LatencyRow.context == context,
+                LatencyRow.status == "ok"))
+            return [{c.name: getattr(r, c.name) for c in LatencyRow.__table__.columns} for r in rows]
+
+    def pairs(self, latency_id: int) -> list[Pair]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(PairRow).where(PairRow.latency_id == latency_id).order_by(PairRow.seq))
+            return [Pair(r.tcn_fwd_ms, r.base_fwd_ms, r.tcn_fwdbwd_ms, r.base_fwdbwd_ms, r.wall_s) for r in rows]
+
+    def add_pairs(self, fp_id: int, level: str, context: str, shape: Shape, cand: Candidate, new: list[Pair],
+                  before: list[Pair], tcn_peak: int | None = None, base_peak: int | None = None,
+                  host: str | None = None) -> Stored:
+        """Append `new` pairs to a measurement that held `before`, and update its summary; one transaction."""
+        everything = before + new
+        values = key_of(fp_id, level, context, shape, cand) | summarize_pairs(everything) | {
+            "status": "ok", "error": None, "host": host or socket.gethostname(),
+            "measured_at": dt.datetime.now(dt.timezone.utc)}
+        if tcn_peak is not None:
+            values["tcn_peak_bytes"] = tcn_peak
+        if base_peak is not None:
+            values["base_peak_bytes"] = base_peak
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            latency_id = self._upsert(conn, values)
+            conn.execute(sa.insert(PairRow), [
+                {"latency_id": latency_id, "seq": len(before) + i, "tcn_fwd_ms": p.tcn_fwd_ms,
+                 "base_fwd_ms": p.base_fwd_ms, "tcn_fwdbwd_ms": p.tcn_fwdbwd_ms, "base_fwdbwd_ms": p.base_fwdbwd_ms,
+                 "wall_s": p.wall_s} for i, p in enumerate(new)])
+            row = conn.execute(sa.select(LatencyRow).where(LatencyRow.id == latency_id)).one()
+        return Stored.from_row(row)
+
+    def fail(self, fp_id: int, level: str, context: str, shape: Shape, cand: Candidate, error: str) -> None:
+        """Store a candidate that cannot run at this shape (its pairs, if any, are dropped)."""
+        values = key_of(fp_id, level, context, shape, cand) | {
+            "status": "failed", "error": error, "n_pairs": 0, "wall_s": 0.0, "host": socket.gethostname(),
+            "measured_at": dt.datetime.now(dt.timezone.utc),
+            **{f"speedup_{m}{s}": None for m in METRICS for s in ("", "_lo", "_hi")}}
+        with self.engine.begin() as conn:
+            latency_id = self._upsert(conn, values)
+            conn.execute(sa.delete(PairRow).where(PairRow.latency_id == latency_id))
+
+    def clear(self, fp_id: int, level: str, context: str, shapes: list[Shape], candidates: list[Candidate]) -> None:
+        """Forget these measurements and their pairs (`--force`)."""
+        ids = [s.id for s in self.get(fp_id, level, context, shapes, candidates).values()]
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                conn.execute(sa.delete(PairRow).where(PairRow.latency_id.in_(chunk)))
+                conn.execute(sa.delete(LatencyRow).where(LatencyRow.id.in_(chunk)))
 
     def summary(self) -> list[dict]:
-        """Per device and shape: how many structures are stored, failed, and when last measured."""
-        m, d = Measurement, Device
+        """Per fingerprint, level and shape: how many structures are stored, failed, pairs, when last measured."""
+        m, d = LatencyRow, FingerprintRow
+        groups = (d.device_name, d.backend, d.threads, d.torch_version, d.cuda_version, d.dtype, m.level, m.batch,
+                  m.channels, m.length, m.ema_dim, m.bidirectional)
         query = (
-            sa.select(d.name, d.torch_version, d.cuda_version, d.dtype, m.batch, m.channels, m.length,
-                      m.bidirectional,
-                      sa.func.count().filter(m.op == "tcn").label("tcn"),
-                      sa.func.count().filter(m.op == "ema").label("ema"),
+            sa.select(*groups, sa.func.count().label("tcn"),
                       sa.func.count().filter(m.status == "failed").label("failed"),
-                      sa.func.max(m.measured_at).label("last"))
-            .join(d, d.id == m.device_id)
-            .group_by(d.name, d.torch_version, d.cuda_version, d.dtype, m.batch, m.channels, m.length,
-                      m.bidirectional)
-            .order_by(d.name, m.length)
+                      sa.func.sum(m.n_pairs).label("pairs"), sa.func.max(m.measured_at).label("last"))
+            .join(d, d.id == m.fingerprint_id).group_by(*groups).order_by(d.device_name, m.level, m.length)
         )
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def _upsert(self, conn, values: dict) -> int:
+        stmt = self._insert(LatencyRow).values(**values)
+        stmt = stmt.on_conflict_do_update(index_elements=list(KEY),
+                                          set_={k: stmt.excluded[k] for k in values if k not in KEY})
+        conn.execute(stmt)
+        where = sa.and_(*(getattr(LatencyRow, k) == values[k] for k in KEY))
+        return conn.execute(sa.select(LatencyRow.id).where(where)).scalar_one()
 
     def _insert(self, model):
         name = self.engine.dialect.name

@@ -1,10 +1,11 @@
 """The profile report: where the TCN beats the EMA, and what receptive field that buys.
 
 1. Speedup heatmaps over kernel size and dilation factor, one panel per (length, depth, B);
-   blank cells are structures the receptive-field rule left out.
-2. Receptive field against TCN latency at the longest length, survivors marked, the EMA's
-   latency as a line.
-3. The survivors as a table.
+   blank cells are structures the receptive-field rule left out; predicted cells say so.
+2. Receptive field against the speedup (with its 95% interval) at the binding length, by decision
+   (survivor, undecided, rejected), measured as filled and predicted as open markers, the
+   threshold as a line.
+3. The survivors and the undecided as a table, each speedup with its interval.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def speedup_heatmaps(result: ProfileResult) -> go.Figure:
                 entry = next((e for e in row["by_length"] if e["length"] == length), None) if row else None
                 v = entry.get(key) if entry else None
                 zrow.append(v)
-                trow.append("" if v is None else f"{v:.2f}x<br>R={row['receptive_field']}")
+                tag = "<br>(predicted)" if entry and entry.get("source") == "predicted" else ""
+                trow.append("" if v is None else f"{v:.2f}x<br>R={row['receptive_field']}{tag}")
             z.append(zrow)
             text.append(trow)
         fig.add_trace(go.Heatmap(
@@ -58,39 +60,47 @@ def speedup_heatmaps(result: ProfileResult) -> go.Figure:
 
 
 def latency_vs_receptive_field(result: ProfileResult) -> go.Figure:
-    length = max(result.spec.lengths)
-    field = "tcn_fwdbwd_ms" if result.spec.mode == "train" else "tcn_fwd_ms"
+    key, label = _metric(result)
     ok = [r for r in result.candidates if r["ok"]]
     fig = go.Figure()
-    for name, group, color in (("survivor", [r for r in ok if r["survivor"]], "#1f77b4"),
-                               ("slower than required", [r for r in ok if not r["survivor"]], "#bbbbbb")):
-        fig.add_trace(go.Scatter(
-            x=[r["receptive_field"] for r in group], y=[r[field] for r in group], mode="markers", name=name,
-            marker={"color": color, "size": 9},
-            text=[f"K={r['kernel_size']} f={r['dilation_factor']} D={r['depth']} B={r['per_block']}" for r in group],
-            hovertemplate="%{text}<br>R=%{x}<br>%{y:.3f} ms<extra></extra>"))
-    ema = next((e for e in result.ema if e["length"] == length and e["status"] == "ok"), None)
-    if ema:
-        fig.add_hline(y=ema["fwdbwd_ms" if result.spec.mode == "train" else "fwd_ms"], line_dash="dash",
-                      annotation_text=f"EMA (N={result.spec.ema_dim})")
+    colors = {"survivor": "#1f77b4", "undecided": "#ff7f0e", "rejected": "#bbbbbb"}
+    for decision, color in colors.items():
+        for source, symbol in (("measured", "circle"), ("predicted", "circle-open")):
+            group = [r for r in ok if r["decision"] == decision and r["source"] == source]
+            if not group:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r["receptive_field"] for r in group], y=[r[key] for r in group], mode="markers",
+                name=f"{decision}, {source}", marker={"color": color, "size": 9, "symbol": symbol},
+                error_y={"type": "data", "symmetric": False, "array": [r[f"{key}_ci"][1] - r[key] for r in group],
+                         "arrayminus": [r[key] - r[f"{key}_ci"][0] for r in group], "thickness": 1},
+                text=[f"K={r['kernel_size']} f={r['dilation_factor']} D={r['depth']} B={r['per_block']}<br>"
+                      f"95% CI [{r[f'{key}_ci'][0]:.2f}, {r[f'{key}_ci'][1]:.2f}]" for r in group],
+                hovertemplate="%{text}<br>R=%{x}<br>%{y:.2f}x<extra></extra>"))
+    fig.add_hline(y=result.spec.min_speedup, line_dash="dash",
+                  annotation_text=f"min speedup {result.spec.min_speedup}x")
     fig.update_xaxes(type="log", title_text="receptive field R")
-    _, label = _metric(result)
-    fig.update_yaxes(type="log", title_text=f"TCN {label} ms")
-    fig.update_layout(title=f"Receptive field vs latency at L={length}")
+    fig.update_yaxes(type="log", title_text=f"{label} speedup over the EMA")
+    fig.update_layout(title=f"Receptive field vs {result.spec.level}-level speedup (the least over lengths)")
     return fig
 
 
 def survivors_table(result: ProfileResult) -> go.Figure:
-    s = result.survivors
-    head = ["K", "f", "D", "B", "R", "TCN fwd ms", "TCN fwd+bwd ms", "EMA fwd ms", "EMA fwd+bwd ms",
-            "speedup fwd", "speedup fwd+bwd"]
+    s = result.survivors + result.undecided
+    head = ["K", "f", "D", "B", "R", "decision", "source", "pairs", "TCN fwd ms", "TCN fwd+bwd ms", "EMA fwd ms",
+            "EMA fwd+bwd ms", "speedup fwd [95% CI]", "speedup fwd+bwd [95% CI]"]
+
+    def ci(r, k):
+        return f"{r[k]:.2f}x [{r[k + '_ci'][0]:.2f}, {r[k + '_ci'][1]:.2f}]"
+
     cols = [[r["kernel_size"] for r in s], [r["dilation_factor"] for r in s], [r["depth"] for r in s],
-            [r["per_block"] for r in s], [r["receptive_field"] for r in s],
+            [r["per_block"] for r in s], [r["receptive_field"] for r in s], [r["decision"] for r in s],
+            [r["source"] for r in s], [r["n_pairs"] for r in s],
             *[[f"{r[k]:.3f}" for r in s] for k in ("tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms")],
-            *[[f"{r[k]:.2f}x" for r in s] for k in ("speedup_fwd", "speedup_fwdbwd")]]
+            *[[ci(r, k) for r in s] for k in ("speedup_fwd", "speedup_fwdbwd")]]
     fig = go.Figure(go.Table(header={"values": head}, cells={"values": cols}))
-    fig.update_layout(title=f"{len(s)} survivors (times at L={max(result.spec.lengths)}, "
-                            "speedups the least over lengths)",
+    fig.update_layout(title=f"{len(result.survivors)} survivors and {len(result.undecided)} undecided "
+                            f"(times at L={max(result.spec.lengths)}, speedups the least over lengths)",
                       height=min(1200, 120 + 28 * max(len(s), 1)))
     return fig
 
@@ -105,7 +115,8 @@ def write_profile_report(result: ProfileResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(profile_figures(result))]
     title = html.escape(f"tcnsearch profile — {result.device.device_name}")
-    meta = html.escape(f"torch {result.device.torch_version}, CUDA {result.device.cuda_version}, "
+    meta = html.escape(f"level {result.spec.level}, backend {result.device.backend} ({result.device.threads} threads), "
+                       f"torch {result.device.torch_version}, CUDA {result.device.cuda_version}, "
                        f"{result.spec.dtype}, batch {result.spec.batch}, {result.spec.channels} channels, "
                        f"EMA N={result.spec.ema_dim}, mode {result.spec.mode}, min speedup {result.spec.min_speedup}")
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"

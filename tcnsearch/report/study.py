@@ -64,11 +64,19 @@ def objective_vs_latency(study: optuna.Study) -> go.Figure:
 def survivors_figure(study: optuna.Study) -> go.Figure:
     rows = sorted(study.user_attrs.get("survivors", []), key=lambda r: r[LATENCY])
     fig = go.Figure()
-    fig.add_bar(x=[r["label"] for r in rows], y=[r.get("speedup_fwdbwd") for r in rows], name="speedup fwd+bwd")
-    fig.add_bar(x=[r["label"] for r in rows], y=[r.get("speedup_fwd") for r in rows], name="speedup fwd")
+    labels = [f"{r['label']}{' (predicted)' if r.get('source') == 'predicted' else ''}"
+              f"{' (undecided)' if r.get('decision') == 'undecided' else ''}" for r in rows]
+    for key, name in (("speedup_fwdbwd", "speedup fwd+bwd"), ("speedup_fwd", "speedup fwd")):
+        ci = [r.get(f"{key}_ci") or [r.get(key), r.get(key)] for r in rows]
+        fig.add_bar(x=labels, y=[r.get(key) for r in rows], name=name,
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [hi - r[key] for r, (_, hi) in zip(rows, ci, strict=True)],
+                             "arrayminus": [r[key] - lo for r, (lo, _) in zip(rows, ci, strict=True)]})
     tried = {t.params.get("tcn") for t in study.get_trials(deepcopy=False)}
-    fig.update_layout(title=f"The profile's {len(rows)} survivors on {study.user_attrs.get('device', '?')} "
-                            f"(speedup over MEGA's EMA; {len(tried & {r['label'] for r in rows})} tried)",
+    level = study.user_attrs.get("profile_level", "op")
+    fig.update_layout(title=f"The profile's {len(rows)} survivors on {study.user_attrs.get('device', '?')}, "
+                            f"{level} level (speedup over MEGA's EMA with its 95% interval; "
+                            f"{len(tried & {r['label'] for r in rows})} tried)",
                       barmode="group", yaxis_title="x faster than the EMA")
     return fig
 

@@ -82,7 +82,8 @@ class StudySearcher(Searcher):
         chosen = self.survivors[label]
         self._record_structure(trial, chosen)
         for key in ("latency_ms", "receptive_field", "tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms",
-                    "speedup_fwd", "speedup_fwdbwd", "device"):
+                    "speedup_fwd", "speedup_fwdbwd", "speedup_fwd_ci", "speedup_fwdbwd_ci", "device", "level",
+                    "source", "decision"):
             if key in chosen:
                 trial.set_user_attr(key, chosen[key])
         tcn = {"kernel_size": chosen["kernel_size"], "dilation_factor": chosen["dilation_factor"],

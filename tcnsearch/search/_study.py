@@ -59,8 +59,9 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict:
     """A trial as the CLI's table and JSON show it."""
     row = {"number": t.number, "state": t.state.name, "values": t.values, "params": dict(t.params),
            "duration_s": t.duration.total_seconds() if t.duration else None}
-    for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "receptive_field", "num_parameters",
-                "device", "host", "ray_node", FAIL_REASON, RETRY_OF):
+    for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "speedup_fwdbwd_ci", "speedup_fwd_ci",
+                "source", "decision", "level", "receptive_field", "num_parameters", "device", "host", "ray_node",
+                FAIL_REASON, RETRY_OF):
         if key in t.user_attrs:
             row[key] = t.user_attrs[key]
     return row

@@ -58,25 +58,28 @@ class StudyResult:
     elapsed_s: float
     interrupted: int = 0
     trials: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"study": self.study_name, "storage": self.storage, "preset": self.preset, "task": self.task,
                 "directions": self.directions, "metric_names": self.metric_names, "counts": self.counts,
                 "best": self.best, "ran": self.ran, "device": self.device, "survivors": self.survivors,
-                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3)}
+                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3), "warnings": self.warnings}
 
 
 def _label(row: dict) -> str:
     return f"K{row['kernel_size']}-f{row['dilation_factor']}-D{row['depth']}-B{row['per_block']}"
 
 
-def _survivor_records(rows: list[dict], device: str, latency_key: str) -> list[dict]:
-    """The profile's survivors as the study keeps them: a label, the structure, its timings."""
+def _survivor_records(rows: list[dict], device: str, latency_key: str, level: str) -> list[dict]:
+    """The profile's survivors as the study keeps them: a label, the structure, its timings, whether
+    they were measured or predicted, and the decision (survivor, or undecided kept by `undecided: keep`)."""
     choices = {k: sorted({r[k] for r in rows}) for k in ("kernel_size", "dilation_factor", "depth", "per_block")}
     keep = ("kernel_size", "dilation_factor", "depth", "per_block", "receptive_field", "tcn_fwd_ms",
-            "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms", "speedup_fwd", "speedup_fwdbwd")
+            "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms", "speedup_fwd", "speedup_fwdbwd", "speedup_fwd_ci",
+            "speedup_fwdbwd_ci", "source", "decision")
     return [{"label": _label(r), **{k: r[k] for k in keep}, LATENCY: r[latency_key], "device": device,
-             "choices": choices} for r in rows]
+             "level": level, "choices": choices} for r in rows]
 
 
 def _existing(storage, name: str) -> optuna.Study | None:
@@ -86,8 +89,24 @@ def _existing(storage, name: str) -> optuna.Study | None:
         return None
 
 
+def _profile_notes(profile) -> list[str]:
+    """What a user of this study's latencies must know about the profile behind them."""
+    notes = []
+    if profile.device.is_fallback:
+        notes.append("the profile's TCN timings come from the PyTorch fallback (the native kernel could not be "
+                     "built: no C compiler?); they are not the native kernel's")
+    if profile.predicted:
+        notes.append(f"{profile.predicted} of {len(profile.candidates)} structures' latencies are predicted by the "
+                     "latency model, not measured (source: predicted)")
+    if profile.undecided:
+        notes.append(f"{len(profile.undecided)} structures are undecided (interval straddles min_speedup); "
+                     f"{'kept' if profile.spec.undecided == 'keep' else 'dropped'}")
+    return notes
+
+
 def _prepare_study(spec: StudySpec, storage, name: str, directions: list[str], metric_names: list[str],
-                   survivors: list[dict], resume: bool) -> tuple[optuna.Study, list[dict]]:
+                   survivors: list[dict], resume: bool, profile_attrs: dict | None = None
+                   ) -> tuple[optuna.Study, list[dict]]:
     study = _existing(storage, name)
     if study is not None:
         if not resume and study.get_trials(deepcopy=False):
@@ -104,7 +123,8 @@ def _prepare_study(spec: StudySpec, storage, name: str, directions: list[str], m
         study.set_metric_names(metric_names)
         for key, value in {"task": spec.task, "preset": spec.preset, "survivors": survivors,
                            "device": survivors[0]["device"], "objective": spec.objective.model_dump(),
-                           "profile": spec.profile_spec().model_dump(), "study_file": spec.name}.items():
+                           "profile": spec.profile_spec().model_dump(), "study_file": spec.name,
+                           **(profile_attrs or {})}.items():
             study.set_user_attr(key, value)
     return study, survivors
 
@@ -196,11 +216,14 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     profile_spec = spec.profile_spec()
     latency_key = "tcn_fwdbwd_ms" if profile_spec.mode == "train" else "tcn_fwd_ms"
     profile = run_profile(profile_spec, gpu=gpu, storage=url, ray_address=ray_address, progress=progress)
-    if not profile.survivors:
+    kept = profile.kept()
+    if not kept:
         raise UserError(f"no TCN structure of the profile beats the EMA by {profile_spec.min_speedup}x with "
-                        f"R >= {profile_spec.required_receptive_field} on {profile.device.device_name}; "
-                        "widen the profile grid in the study file or lower min_speedup")
+                        f"R >= {profile_spec.required_receptive_field} on {profile.device.device_name} "
+                        f"({len(profile.undecided)} undecided); widen the profile grid in the study file, lower "
+                        "min_speedup, or keep the undecided ones (profile: {undecided: keep})")
     device = profile.device.device_name
+    notes = _profile_notes(profile)
     metric = spec.objective.metric
     directions = ["minimize" if spec.objective.mode == "min" else "maximize"]
     metric_names = [metric]
@@ -209,12 +232,17 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
         metric_names.append(LATENCY)
     name_in_db = study_name or f"{spec.name}-{preset}" + ("-pareto" if multi_objective else "")
     study, survivors = _prepare_study(spec, rdb, name_in_db, directions, metric_names,
-                                      _survivor_records(profile.survivors, device, latency_key), resume)
+                                      _survivor_records(kept, device, latency_key, profile_spec.level), resume,
+                                      profile_attrs={"profile_backend": profile.device.backend,
+                                                     "profile_level": profile_spec.level,
+                                                     "profile_fingerprint": profile.device.as_dict(),
+                                                     "profile_warnings": notes})
     target = trials or spec.budget.trials
     optuna.storages.fail_stale_trials(study)
     done_before = occupied(study.get_trials(deepcopy=False))
     if done_before >= target and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        return summarize(study, url, spec, profile.device.device_name, len(survivors), time.perf_counter() - start)
+        return summarize(study, url, spec, profile.device.device_name, len(survivors), time.perf_counter() - start,
+                         warnings=notes)
 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -261,11 +289,12 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
 
             ray.shutdown()
     return summarize(study, url, spec, device, len(survivors), time.perf_counter() - start,
-                     ran=occupied(study.get_trials(deepcopy=False)) - done_before, interrupted=interrupted)
+                     ran=occupied(study.get_trials(deepcopy=False)) - done_before, interrupted=interrupted,
+                     warnings=notes)
 
 
 def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survivors: int, elapsed: float,
-              ran: int = 0, interrupted: int = 0) -> StudyResult:
+              ran: int = 0, interrupted: int = 0, warnings: list[str] | None = None) -> StudyResult:
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
     directions = [d.name.lower() for d in study.directions]
@@ -278,7 +307,7 @@ def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survi
     return StudyResult(study_name=study.study_name, storage=masked(url), preset=spec.preset, task=spec.task,
                        directions=directions, metric_names=study.metric_names or [spec.objective.metric],
                        counts=counts, best=best, ran=ran, device=device, survivors=survivors, elapsed_s=elapsed,
-                       interrupted=interrupted, trials=[trial_row(t) for t in trials])
+                       interrupted=interrupted, trials=[trial_row(t) for t in trials], warnings=warnings or [])
 
 
 __all__ = ["StudyResult", "run_study", "summarize"]

@@ -127,15 +127,17 @@ class StudySpec(BaseModel):
         return make_config(self.task, self.preset, overrides)
 
     def profile_spec(self) -> ProfileSpec:
-        """The profile the study draws from; lengths, channels and batch follow the training shapes."""
+        """The profile the study draws from; lengths, channels, batch and the model follow training's."""
         cfg = self.base_config()
         if cfg.task == "enwik8":
             lengths = sorted({cfg.model.chunk_size * c for c in cfg.chunk_counts})
         else:
             lengths = [cfg.seq_len]
-        # LRA classifies with non-causal mixers: a centred TCN against MEGA's bidirectional EMA.
+        # LRA classifies with non-causal mixers: a centred TCN against MEGA's bidirectional EMA. The
+        # default level is the study's own model, so the latency it records is what it trains.
         defaults = {"lengths": lengths, "channels": cfg.model.d_model, "batch": cfg.batch_size,
-                    "ema_dim": cfg.model.ema_dim, "bidirectional": cfg.task.startswith("lra-")}
+                    "ema_dim": cfg.model.ema_dim, "bidirectional": cfg.task.startswith("lra-"), "level": "model",
+                    "model": cfg.model.model_dump(exclude={"tcn"})}
         try:
             return ProfileSpec(**(defaults | self.profile))
         except ValidationError as err:

@@ -1,29 +1,46 @@
+import numpy as np
 import torch
 
-from tcnsearch.profile import Candidate, Job, Shape, measure
+from tcnsearch.profile import Candidate, PairedSession, ProfileSpec, Shape, median_interval
 
 
-def test_measures_ema_and_tcn():
-    shape = Shape(batch=1, channels=32, length=4096, ema_dim=16, bidirectional=False)
-    ema = measure(Job(shape), torch.device("cpu"), "float32", min_run_time=0.05)
-    tcn = measure(Job(shape, Candidate(5, 4, 3, 1)), torch.device("cpu"), "float32", min_run_time=0.05)
-    for rec in (ema, tcn):
-        assert rec["status"] == "ok"
-        assert rec["fwd_ms"] > 0 and rec["fwdbwd_ms"] > 0
-        assert 0 <= rec["fwd_spread"] < 1
-    # The EMA's kernel alone is C*N*L floats (8 MiB here): the CPU peak must see it.
-    assert ema["peak_fwd_bytes"] >= 32 * 16 * 4096 * 4
-    assert ema["peak_fwdbwd_bytes"] >= ema["peak_fwd_bytes"] // 2
+def test_median_interval_matches_a_naive_bootstrap_and_covers_the_median():
+    rng = np.random.default_rng(1)
+    data = list(rng.lognormal(0.0, 0.1, size=25))
+    med, lo, hi = median_interval(data)
+    assert med == np.median(data) and lo <= med <= hi
+    # An independent percentile bootstrap, a plain loop: the same interval up to resampling noise.
+    boot = sorted(np.median(rng.choice(data, size=len(data))) for _ in range(4000))
+    assert abs(lo - boot[int(0.025 * 4000)]) < 0.02 and abs(hi - boot[int(0.975 * 4000)]) < 0.02
+    # Coverage: the true median (1.0) of lognormal(0, 0.1) lies in most 95% intervals.
+    hits = sum(lo <= 1.0 <= hi for lo, hi in
+               (median_interval(list(rng.lognormal(0.0, 0.1, size=15)), seed=i)[1:] for i in range(100)))
+    assert 85 <= hits <= 100
+    assert median_interval([2.0]) == (2.0, 2.0, 2.0)
+    assert median_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
 
 
-def test_bidirectional_and_half_precision_shapes():
-    shape = Shape(batch=2, channels=8, length=256, ema_dim=4, bidirectional=True)
-    assert measure(Job(shape), torch.device("cpu"), "float32", 0.01)["status"] == "ok"
-    assert measure(Job(shape, Candidate(3, 2, 2, 2)), torch.device("cpu"), "bfloat16", 0.01)["status"] == "ok"
+def test_a_round_pairs_every_candidate_with_the_bracketing_baseline():
+    spec = ProfileSpec(channels=8, ema_dim=4)
+    session = PairedSession(spec, Shape(1, 8, 512, 4, False), torch.device("cpu"), "float32", block_s=0.002)
+    fast, slow = Candidate(3, 2, 2, 1), Candidate(17, 1, 8, 4)  # 4 taps per element vs 544
+    first = session.round([fast, slow])
+    assert set(first.pairs) == {fast, slow} and not first.failed
+    second = session.round([fast, slow])
+    for result in (first, second):
+        for pair in result.pairs.values():
+            assert pair.tcn_fwd_ms > 0 and pair.base_fwd_ms > 0 and pair.wall_s > 0
+            assert pair.ratios["fwd"] == pair.base_fwd_ms / pair.tcn_fwd_ms
+        # Both candidates of a round share its baseline blocks.
+        assert result.pairs[fast].base_fwd_ms == result.pairs[slow].base_fwd_ms
+    assert first.peaks[fast] is not None and fast not in second.peaks  # built and measured once
+    assert all(second.pairs[fast].ratios[m] > second.pairs[slow].ratios[m] for m in ("fwd", "fwdbwd"))
 
 
-def test_failure_is_recorded_not_raised():
-    bad = Shape(batch=1, channels=0, length=64, ema_dim=2, bidirectional=False)
-    rec = measure(Job(bad, Candidate(3, 2, 2, 1)), torch.device("cpu"), "float32", 0.01)
-    assert rec["status"] == "failed"
-    assert "channels" in rec["error"]
+def test_a_failing_candidate_is_reported_not_raised():
+    spec = ProfileSpec(channels=4, ema_dim=2, level="model", model={"d_model": 4, "z_dim": 2, "h_dim": 4,
+                                                                     "ffn_dim": 4, "chunk_size": 8})
+    session = PairedSession(spec, Shape(1, 4, 16, 2, False), torch.device("cpu"), "float32", block_s=0.001)
+    ok, bad = Candidate(3, 2, 2, 1), Candidate(3, 2, 2, 10**9)  # a billion convolutions per block
+    result = session.round([ok, bad])
+    assert ok in result.pairs and bad in result.failed and "Error" in result.failed[bad]

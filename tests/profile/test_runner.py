@@ -2,54 +2,86 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import torch
 
 from tcnsearch.errors import UserError
-from tcnsearch.profile import Job, LatencyTable, ProfileSpec, Shape, assemble, fingerprint, jobs_for, run_profile
-from tcnsearch.profile.table import Measurement
+from tcnsearch.profile import LatencyTable, ProfileSpec, Shape, assemble, decision, fingerprint, run_profile
+from tcnsearch.profile.runner import finished
+from tcnsearch.profile.table import PairRow, Stored
 from tcnsearch.storage import create_engine
 
+FAST = {"max_time": 0.05, "min_pairs": 3}
 SPEC = ProfileSpec(lengths=[256, 512], kernel_sizes=[3, 9], dilation_factors=[4, 8], depths=[3, 4], per_block=[1],
-                   channels=16, ema_dim=8)
+                   channels=16, ema_dim=8, **FAST)
 N_CANDIDATES = 4  # (3,8,4), (9,8,3), (9,8,4), (9,4,4) reach R >= 512
 
 
-def test_profile_stores_everything_and_reruns_from_the_table(sqlite_url):
+def _n_pairs(url: str) -> int:
+    with create_engine(url).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(PairRow)).scalar()
+
+
+def test_profile_stores_every_pair_and_reruns_from_the_table(sqlite_url):
     assert len(SPEC.candidates()) == N_CANDIDATES
-    first = run_profile(SPEC, gpu="cpu", storage=sqlite_url, min_run_time=0.01, progress=False)
-    assert len(first.candidates) == N_CANDIDATES
-    n_jobs = len(SPEC.lengths) * (1 + len(SPEC.candidates()))
-    assert (first.measured, first.cached) == (n_jobs, 0)
+    first = run_profile(SPEC, gpu="cpu", storage=sqlite_url, progress=False)
+    assert (first.measured, first.cached, first.predicted) == (N_CANDIDATES, 0, 0)
     assert first.device == fingerprint(torch.device("cpu"), "float32")
-    assert all(r["ok"] for r in first.candidates)
-    again = run_profile(SPEC, gpu="cpu", storage=sqlite_url, min_run_time=0.01, progress=False)
-    assert (again.measured, again.cached) == (0, n_jobs)
+    assert first.pairs == _n_pairs(sqlite_url) >= N_CANDIDATES * len(SPEC.lengths) * 3
+    for row in first.candidates:
+        assert row["ok"] and row["source"] == "measured"
+        for e in row["by_length"]:
+            low, high = e["speedup_fwdbwd_ci"]
+            assert low <= e["speedup_fwdbwd"] <= high and e["n_pairs"] >= 3
+            assert row["decision"] in ("survivor", "rejected", "undecided")
+    again = run_profile(SPEC, gpu="cpu", storage=sqlite_url, progress=False)
+    assert (again.measured, again.cached, again.pairs) == (0, N_CANDIDATES, 0)
     assert again.survivors == first.survivors  # read back exactly what was stored
-    forced = run_profile(SPEC, gpu="cpu", storage=sqlite_url, force=True, min_run_time=0.01, progress=False)
-    assert forced.measured == n_jobs
+    forced = run_profile(SPEC, gpu="cpu", storage=sqlite_url, force=True, progress=False)
+    assert forced.measured == N_CANDIDATES and _n_pairs(sqlite_url) == forced.pairs  # old pairs are gone
+
+
+def test_a_rerun_continues_an_unfinished_measurement(sqlite_url):
+    """An interrupted profile keeps its pairs; a rerun that asks for more adds to them."""
+    short = SPEC.model_copy(update={"lengths": [256], "kernel_sizes": [9], "depths": [4], "dilation_factors": [8]})
+    run_profile(short, gpu="cpu", storage=sqlite_url, progress=False)
+    kept = _n_pairs(sqlite_url)
+    longer = short.model_copy(update={"min_pairs": kept + 4, "max_time": 60.0})
+    result = run_profile(longer, gpu="cpu", storage=sqlite_url, progress=False)
+    assert result.measured == 1 and result.pairs >= 4
+    assert _n_pairs(sqlite_url) == kept + result.pairs  # appended, nothing measured twice
+    assert result.candidates[0]["n_pairs"] == kept + result.pairs
 
 
 def test_more_lengths_measure_only_the_missing(sqlite_url):
-    run_profile(SPEC, gpu="cpu", storage=sqlite_url, min_run_time=0.01, progress=False)
+    run_profile(SPEC, gpu="cpu", storage=sqlite_url, progress=False)
     wider = SPEC.model_copy(update={"lengths": [256, 512, 1024]})
-    result = run_profile(wider, gpu="cpu", storage=sqlite_url, min_run_time=0.01, progress=False)
-    assert result.measured == 1 + len(wider.candidates())  # the new length only
-    assert result.cached == len(jobs_for(wider)) - result.measured
+    result = run_profile(wider, gpu="cpu", storage=sqlite_url, progress=False)
+    assert result.measured == len(wider.candidates()) and result.cached == 0
+    by_length = {e["length"]: e["n_pairs"] for r in result.candidates for e in r["by_length"]}
+    assert by_length[1024] >= 3
 
 
 def test_postgresql_storage(pg_url):
-    result = run_profile(SPEC, gpu="cpu", storage=pg_url, min_run_time=0.01, progress=False)
+    result = run_profile(SPEC, gpu="cpu", storage=pg_url, progress=False)
     assert result.measured > 0 and result.storage == pg_url
-    again = run_profile(SPEC, gpu="cpu", storage=pg_url, min_run_time=0.01, progress=False)
+    again = run_profile(SPEC, gpu="cpu", storage=pg_url, progress=False)
     assert again.measured == 0
     summary = LatencyTable(create_engine(pg_url)).summary()
-    assert {(r["length"], r["tcn"], r["ema"]) for r in summary} >= {(256, N_CANDIDATES, 1), (512, N_CANDIDATES, 1)}
+    assert {(r["length"], r["tcn"]) for r in summary} >= {(256, N_CANDIDATES), (512, N_CANDIDATES)}
 
 
-def _fake(fwd, fwdbwd, status="ok"):
-    return Measurement(status=status, error=None if status == "ok" else "RuntimeError: out of memory",
-                       fwd_ms=fwd, fwdbwd_ms=fwdbwd, fwd_spread=0.01, fwdbwd_spread=0.01,
-                       peak_fwd_bytes=1, peak_fwdbwd_bytes=2)
+def _stored(fwd: tuple, fwdbwd: tuple, status="ok", n_pairs=6, wall_s=0.1):
+    return Stored(1, status, None if status == "ok" else "RuntimeError: out of memory", n_pairs, wall_s,
+                  {"fwd": fwd, "fwdbwd": fwdbwd} if status == "ok" else {"fwd": None, "fwdbwd": None},
+                  {"fwd": 1.0, "fwdbwd": 2.0}, {"fwd": 10.0, "fwdbwd": 30.0}, None, None)
+
+
+def test_decisions_come_from_the_interval():
+    assert decision((2.0, 1.5, 2.5), 1.2) == "survivor"
+    assert decision((2.0, 1.5, 2.5), 1.5) == "survivor"  # the low end at the threshold passes
+    assert decision((2.0, 1.5, 2.5), 2.0) == "undecided"  # the median above it is not enough
+    assert decision((2.0, 1.5, 2.5), 2.6) == "rejected"
 
 
 def test_survivor_rule_uses_the_mode_and_every_length():
@@ -59,30 +91,81 @@ def test_survivor_rule_uses_the_mode_and_every_length():
     stored = {}
     for length in (100, 200):
         s = Shape(1, 64, length, 16, False)
-        stored[Job(s)] = _fake(10.0, 30.0)
-        stored[Job(s, a)] = _fake(2.0, 20.0)  # 5x forward, 1.5x forward+backward
-        stored[Job(s, b)] = _fake(4.0, 10.0 if length == 100 else 20.0)  # 2.5x fwd; 3x then 1.5x train
-    _, rows, survivors, _ = assemble(spec, stored)
-    assert survivors == []  # train mode: neither is 2x faster at every length
-    assert rows[1]["speedup_fwdbwd"] == pytest.approx(1.5)  # the least over the lengths
-    _, _, survivors, _ = assemble(spec.model_copy(update={"mode": "infer"}), stored)
-    assert [r["depth"] for r in survivors] == [7, 8]  # sorted by speedup, fastest first
-    assert survivors[0]["tcn_fwd_ms"] == 2.0 and survivors[0]["ema_fwd_ms"] == 10.0
+        stored[(s, a)] = _stored((5.0, 4.5, 5.5), (1.5, 1.4, 1.6))  # 5x forward, 1.5x forward+backward
+        stored[(s, b)] = _stored((2.5, 2.2, 2.8), (3.0, 2.8, 3.2) if length == 100 else (2.0, 1.8, 2.2))
+    _, rows = assemble(spec, stored)
+    assert [r["decision"] for r in rows] == ["rejected", "undecided"]  # train mode: b straddles 2x at L=200
+    assert rows[1]["speedup_fwdbwd"] == 2.0 and rows[1]["speedup_fwdbwd_ci"] == [1.8, 2.2]  # the binding length
+    _, rows = assemble(spec.model_copy(update={"mode": "infer"}), stored)
+    assert [r["decision"] for r in rows] == ["survivor", "survivor"]
+    # Latencies are the baseline's pooled time over the paired speedup: drift-free.
+    assert rows[0]["tcn_fwd_ms"] == pytest.approx(10.0 / 5.0)
+    assert rows[0]["by_length"][0]["tcn_fwd_raw_ms"] == 1.0
+
+
+def test_when_a_measurement_is_finished():
+    spec = ProfileSpec(min_speedup=2.0, precision=0.1, min_pairs=5, max_time=1.0)
+    assert not finished(spec, None)
+    assert finished(spec, _stored(None, None, status="failed"))
+    assert not finished(spec, _stored((4.0, 3.9, 4.1), (4.0, 3.9, 4.1), n_pairs=4))  # too few pairs
+    assert finished(spec, _stored((4.0, 3.9, 4.1), (4.0, 3.9, 4.1)))  # precise and decided
+    assert not finished(spec, _stored((4.0, 3.9, 4.1), (4.0, 3.0, 5.0)))  # decided but not precise
+    assert not finished(spec, _stored((4.0, 3.9, 4.1), (2.0, 1.95, 2.05)))  # precise, a close call: more
+    assert finished(spec, _stored((4.0, 3.9, 4.1), (2.0, 1.95, 2.05), wall_s=1.0))  # ... until the time cap
 
 
 def test_failed_candidate_is_reported_and_not_a_survivor(sqlite_url):
     spec = ProfileSpec(lengths=[128], kernel_sizes=[3], dilation_factors=[2], depths=[7, 8], per_block=[1],
-                       channels=8, ema_dim=4)
+                       channels=8, ema_dim=4, **FAST)
     assert [c.depth for c in spec.candidates()] == [7, 8]
     table = LatencyTable(create_engine(sqlite_url))
-    device_id = table.device_id(fingerprint(torch.device("cpu"), "float32"))
-    broken = Job(Shape(1, 8, 128, 4, False), spec.candidates()[0])
-    table.put(device_id, broken, {"status": "failed", "error": "RuntimeError: out of memory"})
-    result = run_profile(spec, gpu="cpu", storage=sqlite_url, min_run_time=0.01, progress=False)
-    assert result.measured == 2  # the EMA and the other candidate; the failure is remembered
+    fp_id = table.fingerprint_id(fingerprint(torch.device("cpu"), "float32"))
+    table.fail(fp_id, "op", "", Shape(1, 8, 128, 4, False), spec.candidates()[0], "RuntimeError: out of memory")
+    result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)
+    assert result.measured == 1 and result.cached == 1  # the failure is remembered
     assert [f["depth"] for f in result.failed] == [7] and "out of memory" in result.failed[0]["error"]
     assert [r["depth"] for r in result.candidates if r["ok"]] == [8]
-    assert 7 not in [r["depth"] for r in result.survivors]
+    assert 7 not in [r["depth"] for r in result.survivors + result.undecided]
+
+
+def test_the_fingerprint_keys_by_backend(sqlite_url):
+    """A fallback profile is stored apart from the native kernel's and never served to it."""
+    table = LatencyTable(create_engine(sqlite_url))
+    native = fingerprint(torch.device("cpu"), "float32")
+    assert native.backend == "native" and native.threads == torch.get_num_threads()
+    fallback = type(native)(**(native.as_dict() | {"backend": "fallback"}))
+    assert fallback.is_fallback and not native.is_fallback
+    assert table.fingerprint_id(native) != table.fingerprint_id(fallback)
+    assert table.fingerprint_id(native) == table.fingerprint_id(native)
+    assert fingerprint(torch.device("cpu"), "bfloat16").backend == "torch"
+
+
+def test_adaptive_profile_measures_a_part_and_predicts_the_rest(sqlite_url):
+    spec = ProfileSpec(lengths=[128], kernel_sizes=[3, 5, 9, 17], dilation_factors=[2, 3, 4, 8], depths=[2, 3, 4],
+                       per_block=[1, 2], channels=8, ema_dim=4, min_receptive_field=None, max_time=0.03,
+                       min_pairs=3, min_speedup=0.05)
+    n = len(spec.candidates())
+    assert n == 96
+    result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)
+    assert 16 <= result.measured < n and result.predicted == n - result.measured
+    predicted = [r for r in result.candidates if r["source"] == "predicted"]
+    assert len(predicted) == result.predicted and all(r["by_length"][0]["n_pairs"] == 0 for r in predicted)
+    for r in predicted:
+        low, high = r["speedup_fwdbwd_ci"]
+        assert low < r["speedup_fwdbwd"] < high
+    # Nothing predicted is ever written where a measurement belongs.
+    assert sum(r["tcn"] for r in LatencyTable(create_engine(sqlite_url)).summary()) == result.measured
+    # --predict afterwards measures nothing and serves the same split.
+    again = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False, predict=True)
+    assert again.pairs == 0 and again.predicted == result.predicted
+
+
+def test_predict_with_nothing_stored_is_refused_and_creates_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(UserError, match="nothing to predict from"):
+        run_profile(SPEC, gpu="cpu", storage=url, progress=False, predict=True)
+    with create_engine(url).connect() as conn:
+        assert not sa.inspect(conn).has_table("tcnsearch_latency")
 
 
 def _digest(path: Path) -> str:
@@ -98,25 +181,25 @@ def test_bad_input_changes_nothing(sqlite_url, kwargs, message):
     if torch.cuda.is_available() and kwargs.get("gpu") == "v100":
         pytest.skip("this machine may have a V100")
     db = Path(sqlite_url.removeprefix("sqlite:///"))
-    run_profile(SPEC, gpu="cpu", storage=sqlite_url, min_run_time=0.01, progress=False)
+    run_profile(SPEC, gpu="cpu", storage=sqlite_url, progress=False)
     before = _digest(db)
     with pytest.raises(UserError, match=message) as err:
-        run_profile(SPEC, **({"gpu": "cpu", "storage": sqlite_url} | kwargs), min_run_time=0.01, progress=False)
+        run_profile(SPEC, **({"gpu": "cpu", "storage": sqlite_url} | kwargs), progress=False)
     assert "pw" not in str(err.value)
     assert _digest(db) == before
 
 
 def test_profile_on_a_ray_node_that_advertises_the_gpu(ray_head, sqlite_url):
     spec = ProfileSpec(lengths=[256], kernel_sizes=[3], dilation_factors=[4], depths=[3, 4], per_block=[1],
-                       channels=8, ema_dim=4, min_receptive_field=None)
-    result = run_profile(spec, gpu="v100", ray_address=ray_head, storage=sqlite_url, min_run_time=0.01,
-                         progress=False)
-    assert result.measured == 3 and result.target == "v100"
+                       channels=8, ema_dim=4, min_receptive_field=None, **FAST)
+    result = run_profile(spec, gpu="v100", ray_address=ray_head, storage=sqlite_url, progress=False)
+    assert result.measured == 2 and result.target == "v100" and result.pairs >= 6
     assert all(r["ok"] for r in result.candidates) and len(result.candidates) == 2
     # The node measured on what it has (a CPU with the actor's one thread here) and the record says so.
     assert result.device.device_name.startswith("cpu: ") and "(1 threads)" in result.device.device_name
+    assert result.device.threads == 1
     stored = LatencyTable(create_engine(sqlite_url)).summary()
-    assert [(r["name"], r["tcn"], r["ema"]) for r in stored] == [(result.device.device_name, 2, 1)]
+    assert [(r["device_name"], r["tcn"]) for r in stored] == [(result.device.device_name, 2)]
     again = run_profile(spec, gpu="v100", ray_address=ray_head, storage=sqlite_url, progress=False)
     assert again.measured == 0 and again.survivors == result.survivors
 

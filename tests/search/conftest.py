@@ -13,7 +13,7 @@ SMALL = {
               "model": {"d_model": 16, "ffn_dim": 32, "chunk_size": 16}},
     "space": {"lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}, "model.dropout": {"choices": [0.0, 0.1]}},
     "profile": {"kernel_sizes": [3], "dilation_factors": [2, 4], "depths": [2, 3], "per_block": [1],
-                "min_receptive_field": 8, "min_speedup": 0.01},
+                "min_receptive_field": 8, "min_speedup": 0.01, "max_time": 0.05, "min_pairs": 3},
     "budget": {"trials": 3, "max_concurrent": 2},
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
     "heartbeat_s": 1,
