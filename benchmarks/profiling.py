@@ -34,6 +34,12 @@ from tcnsearch.profile.runner import decision
 from tcnsearch.storage import create_engine
 
 KEY = ("kernel_size", "dilation_factor", "depth", "per_block")
+THREADS: int | None = None
+
+
+def profile(spec: ProfileSpec, **kwargs):
+    """run_profile at the benchmark's thread count."""
+    return run_profile(spec.model_copy(update={"threads": THREADS}), **kwargs)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -68,17 +74,16 @@ def agreement(a: dict, b: dict, threshold: float, metric: str) -> dict:
 
 
 def part_repeat(args, tmp: Path, log, between=None) -> dict:
-    spec = ProfileSpec(strategy="full")
-    picked = spread_sample(spec.candidates(), args.repeat_sample)
-    sub = structures(spec, picked).model_copy(update={"min_receptive_field": spec.required_receptive_field})
+    sub = ProfileSpec(strategy="full", kernel_sizes=[3, 9, 17], dilation_factors=[2, 4, 8, 16], depths=[3, 4, 5, 6],
+                      per_block=[1, 2])  # the default shapes; a sub-grid of the default grid
     log(f"repeat: {len(sub.candidates())} candidates, first run")
     start = time.perf_counter()
-    first = run_profile(sub, gpu=args.gpu, storage=f"sqlite:///{tmp / 'repeat1.db'}", progress=not args.json)
+    first = profile(sub, gpu=args.gpu, storage=f"sqlite:///{tmp / 'repeat1.db'}", progress=not args.json)
     first_s = time.perf_counter() - start
     if between:
         between()
     log("repeat: second run")
-    second = run_profile(sub, gpu=args.gpu, storage=f"sqlite:///{tmp / 'repeat2.db'}", progress=not args.json)
+    second = profile(sub, gpu=args.gpu, storage=f"sqlite:///{tmp / 'repeat2.db'}", progress=not args.json)
     a, b = by_key(first), by_key(second)
     common = sorted(a.keys() & b.keys())
     out = {"candidates": len(common), "first_run_s": round(first_s, 1),
@@ -99,11 +104,11 @@ def part_adaptive(args, tmp: Path, log) -> dict:
     full_url = f"sqlite:///{tmp / 'full.db'}"
     log(f"adaptive: the default grid in full ({len(spec.candidates())} candidates)")
     start = time.perf_counter()
-    full = run_profile(spec, gpu=args.gpu, storage=full_url, progress=not args.json)
+    full = profile(spec, gpu=args.gpu, storage=full_url, progress=not args.json)
     full_s = time.perf_counter() - start
     log("adaptive: the default grid adaptively")
     start = time.perf_counter()
-    adaptive = run_profile(spec.model_copy(update={"strategy": "adaptive"}), gpu=args.gpu,
+    adaptive = profile(spec.model_copy(update={"strategy": "adaptive"}), gpu=args.gpu,
                            storage=f"sqlite:///{tmp / 'adaptive.db'}", progress=not args.json)
     adaptive_s = time.perf_counter() - start
     f, a = {tuple(r[k] for k in KEY): r for r in full.candidates}, {tuple(r[k] for k in KEY): r
@@ -146,7 +151,7 @@ def part_big(args, tmp: Path, log) -> dict:
                        depths=[2, 3, 4, 5, 6, 7, 8], per_block=[1, 2, 3], min_receptive_field=None)
     log(f"big: {len(spec.candidates())} candidates at op level, adaptively")
     start = time.perf_counter()
-    result = run_profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'big.db'}", progress=not args.json)
+    result = profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'big.db'}", progress=not args.json)
     return {"candidates": len(spec.candidates()), "seconds": round(time.perf_counter() - start, 1),
             "measured": result.measured, "predicted": result.predicted, "survivors": len(result.survivors),
             "undecided": len(result.undecided),
@@ -165,7 +170,7 @@ def part_model(args, tmp: Path, log) -> dict:
     spec = spec.model_copy(update={"min_receptive_field": None})
     log(f"model: the default grid ({len(spec.candidates())} candidates) at model level, adaptively")
     start = time.perf_counter()
-    result = run_profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'model.db'}", progress=not args.json)
+    result = profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'model.db'}", progress=not args.json)
     return {"candidates": len(spec.candidates()), "seconds": round(time.perf_counter() - start, 1),
             "measured": result.measured, "predicted": result.predicted, "survivors": len(result.survivors),
             "undecided": len(result.undecided),
@@ -173,13 +178,13 @@ def part_model(args, tmp: Path, log) -> dict:
 
 
 def part_levels(args, tmp: Path, log) -> dict:
-    base = _study_spec("op", strategy="full")
-    picked = spread_sample(base.candidates(), 12)
+    base = _study_spec("op", strategy="full").model_copy(update={"kernel_sizes": [3, 5, 7], "dilation_factors": [2, 4],
+                                                                  "depths": [3, 4], "per_block": [1, 2]})
     rows = {}
     for level in ("op", "layer", "model"):
-        spec = structures(base, picked).model_copy(update={"level": level})
+        spec = base.model_copy(update={"level": level})
         log(f"levels: {level}, {len(spec.candidates())} structures")
-        result = run_profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'levels.db'}", progress=not args.json)
+        result = profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'levels.db'}", progress=not args.json)
         for k, r in by_key(result).items():
             rows.setdefault(k, {"K": k[0], "f": k[1], "D": k[2], "B": k[3], "R": r["receptive_field"]})
             rows[k][level] = {m: [round(r[m], 2), [round(v, 2) for v in r[f"{m}_ci"]]]
@@ -192,14 +197,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", default="auto")
     parser.add_argument("--parts", default="repeat,adaptive,big,model,levels")
-    parser.add_argument("--repeat-sample", type=int, default=32, help="candidates profiled twice")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads to measure with (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
     parts = args.parts.split(",")
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     import torch
 
-    out: dict = {"device": fingerprint(torch.device("cuda" if torch.cuda.is_available() and args.gpu != "cpu"
+    out: dict = {"threads": args.threads or torch.get_num_threads(),
+                 "device": fingerprint(torch.device("cuda" if torch.cuda.is_available() and args.gpu != "cpu"
                                                     else "cpu"), "float32").as_dict()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -86,6 +86,7 @@ STORAGE_OPTION = click.option(
                                               "narrower than this fraction of the speedup (0.05).")
 @click.option("--max-time", type=float, help="Seconds of measuring per candidate and length at most (1.0).")
 @click.option("--min-pairs", type=int, help="Pairs per candidate and length at least (6).")
+@click.option("--threads", type=int, help="CPU threads to measure with (default: PyTorch's, all cores).")
 @click.option("--undecided", type=click.Choice(["keep", "drop"]),
               help="What a study does with candidates whose interval still straddles --min-speedup (drop).")
 @click.option("--strategy", type=click.Choice(["adaptive", "full"]),
@@ -102,7 +103,7 @@ STORAGE_OPTION = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, channels, batch, ema_dim, dtype,
             bidirectional, mode, min_speedup, min_receptive_field, force, ray_address, level, precision, max_time,
-            min_pairs, undecided, strategy, predict, out, list_only, study_file, storage, as_json):
+            min_pairs, threads, undecided, strategy, predict, out, list_only, study_file, storage, as_json):
     """Time candidate TCN structures against MEGA's EMA on a device and keep the faster ones.
 
     Each candidate runs in interleaved blocks with the EMA; each pair of blocks gives one speedup,
@@ -120,7 +121,8 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
         "per_block": per_block, "channels": channels, "batch": batch, "ema_dim": ema_dim, "dtype": dtype,
         "bidirectional": bidirectional, "mode": mode, "min_speedup": min_speedup,
         "min_receptive_field": min_receptive_field, "level": level, "precision": precision,
-        "max_time": max_time, "min_pairs": min_pairs, "undecided": undecided, "strategy": strategy,
+        "max_time": max_time, "min_pairs": min_pairs, "threads": threads, "undecided": undecided,
+        "strategy": strategy,
     }
     given = {k: v for k, v in given.items() if v is not None}  # unset flags keep the spec's defaults
     if given.get("min_receptive_field") == "none":
@@ -151,17 +153,16 @@ def _print_profile(result, report: Path) -> None:
 
     spec = result.spec
     table = Table(title=f"{spec.level}-level profile on {result.device.device_name}, {result.device.backend} "
-                        f"({'fwd+bwd' if spec.mode == 'train' else 'fwd'} interval >= {spec.min_speedup}x at every "
-                        "length survives)")
-    for col in ("K", "f", "D", "B", "R", "decision", "source", "speedup fwd [95% CI]", "speedup train [95% CI]",
-                "pairs", "TCN ms fwd/train"):
-        table.add_column(col, justify="left" if col in ("decision", "source") else "right")
+                        f"(survives: {'train' if spec.mode == 'train' else 'fwd'} interval >= {spec.min_speedup}x "
+                        "at every length)")
+    for col in ("K,f,D,B", "R", "decision", "fwd speedup [95% CI]", "train speedup [95% CI]", "pairs"):
+        table.add_column(col, justify="left" if col in ("K,f,D,B", "decision") else "right")
     shown = result.survivors + result.undecided
     for r in shown:
-        table.add_row(*map(str, (r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"],
-                                 r["receptive_field"])), r["decision"], r["source"],
-                      _ci(r, "speedup_fwd"), _ci(r, "speedup_fwdbwd"), str(r["n_pairs"]),
-                      f"{r['tcn_fwd_ms']:.3g}/{r['tcn_fwdbwd_ms']:.3g}")
+        decided = r["decision"] + (" (pred.)" if r["source"] == "predicted" else "")
+        table.add_row(f"{r['kernel_size']},{r['dilation_factor']},{r['depth']},{r['per_block']}",
+                      str(r["receptive_field"]), decided, _ci(r, "speedup_fwd"), _ci(r, "speedup_fwdbwd"),
+                      str(r["n_pairs"]))
     console = Console()
     console.print(table)
     if result.device.is_fallback:

@@ -22,13 +22,13 @@ log = logging.getLogger(__name__)
 class _ProfilerActor:
     """Runs the paired rounds on the node; keeps the built workloads between rounds, as locally."""
 
-    def __init__(self, dtype: str, block_s: float):
+    def __init__(self, dtype: str, block_s: float, threads: int | None):
         import torch
 
         from tcnsearch.profile.runner import LocalMeasurer
 
         device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        self.local = LocalMeasurer(device, dtype, block_s)
+        self.local = LocalMeasurer(device, dtype, block_s, threads)
 
     def fingerprint(self) -> Fingerprint:
         return self.local.fingerprint()
@@ -63,7 +63,7 @@ def resource_name(gpu: str) -> str:
 class RemoteMeasurer:
     """Measures on a node of the Ray cluster at `address` that advertises the GPU model."""
 
-    def __init__(self, address: str, gpu: str, dtype: str, block_s: float):
+    def __init__(self, address: str, gpu: str, dtype: str, block_s: float, threads: int | None = None):
         import ray
 
         resource = resource_name(gpu)
@@ -83,7 +83,7 @@ class RemoteMeasurer:
                             f"start one with a {GPU_MODELS[gpu]} (or --resources '{{\"{resource}\": 1}}')")
         num_gpus = 1 if available.get("GPU", 0) >= 1 else 0
         self._actor = ray.remote(_ProfilerActor).options(
-            num_gpus=num_gpus, num_cpus=1, resources={resource: 0.001}).remote(dtype, block_s)
+            num_gpus=num_gpus, num_cpus=1, resources={resource: 0.001}).remote(dtype, block_s, threads)
         self._ray, self.gpu = ray, gpu
         fp = self.fingerprint()
         self._host = self._ray.get(self._actor.host.remote())

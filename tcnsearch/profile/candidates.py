@@ -66,6 +66,9 @@ class ProfileSpec(BaseModel):
     precision: float = Field(default=0.05, gt=0, lt=1, allow_inf_nan=False)
     min_pairs: int = Field(default=6, ge=3, le=1000)
     max_time: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
+    threads: int | None = Field(
+        default=None, ge=1, le=1024, description="CPU threads to measure with (default: PyTorch's); a study "
+                                                 "measures with its trials' cpus_per_trial")
     undecided: Literal["keep", "drop"] = Field(default="drop", description="what a study does with close calls")
     strategy: Literal["adaptive", "full"] = Field(
         default="adaptive", description="adaptive: a spread-out sample, then only what the latency model cannot "

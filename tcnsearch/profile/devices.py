@@ -75,6 +75,7 @@ def tcn_backend(device: torch.device, dtype: str) -> str:
 
 
 def fingerprint(device: torch.device, dtype: str) -> Fingerprint:
+    """This process's device, software and TCN backend, at its current PyTorch thread count."""
     cudnn = torch.backends.cudnn.version() if device.type == "cuda" and torch.backends.cudnn.is_available() else None
     return Fingerprint(device_name(device), torch.__version__.split("+")[0], torch.version.cuda or "none", dtype,
                        backend=tcn_backend(device, dtype), threads=torch.get_num_threads(),

@@ -39,6 +39,7 @@ from tcnsearch.profile.candidates import Candidate, ProfileSpec
 from tcnsearch.profile.levels import METRICS, Shape, Workload, build
 
 FAILURES = (RuntimeError, ValueError, MemoryError)  # torch.OutOfMemoryError is a RuntimeError
+SETTLE_S = 1.0  # the baseline runs this long untimed before a shape's first round
 
 
 def median_interval(ratios: list[float], confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
@@ -66,6 +67,21 @@ def _libc():
 
 
 _LIBC = _libc()
+
+
+def steady_allocator() -> None:
+    """Fix glibc's allocation thresholds (CPU profiling only, once per process).
+
+    glibc adapts its mmap and trim thresholds to the largest block freed so far, so the same
+    operator costs more page faults early in a process than after something larger has run: the
+    first shape a process profiles read 30-50% slower than the same shape later. Fixed thresholds
+    (mmap above 32 MB, never trim the heap below 1 GB) make a measurement independent of what the
+    process ran before it.
+    """
+    if _LIBC is not None and hasattr(_LIBC, "mallopt"):
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        _LIBC.mallopt(m_mmap_threshold, 32 << 20)
+        _LIBC.mallopt(m_trim_threshold, 1 << 30)
 
 
 def _rss() -> tuple[int, int] | None:
@@ -116,15 +132,18 @@ class _Timed:
     def block(self, metric: str) -> float:
         """Seconds per call over one block."""
         fn, n = self.workload.fns[metric], self.calls[metric]
-        fn()  # untimed: the first call after another workload pays for its cold caches and idle threads
+        fn()  # untimed: the first call after another workload pays for its cold caches
         start = sync_clock()
         for _ in range(n):
             fn()
         return (sync_clock() - start) / n
 
 
-def _prepare(workload: Workload, device: torch.device, block_s: float) -> _Timed:
+def _prepare(workload: Workload, device: torch.device, block_s: float, settle_s: float = 0.0) -> _Timed:
     start = time.perf_counter()
+    while time.perf_counter() - start < settle_s:  # let the allocator and the thread pools reach their steady state
+        for metric in METRICS:
+            workload.fns[metric]()
     calls = {}
     for metric in METRICS:
         fn = workload.fns[metric]
@@ -172,6 +191,8 @@ class PairedSession:
     def __init__(self, spec: ProfileSpec, shape: Shape, device: torch.device, dtype: str,
                  block_s: float = 0.02, seed: int = 0):
         self.spec, self.shape, self.device, self.dtype, self.block_s = spec, shape, device, dtype, block_s
+        if device.type == "cpu":
+            steady_allocator()
         self.rng = random.Random(seed)
         self._tcn: dict[Candidate, _Timed] = {}
         self._base: _Timed | None = None
@@ -181,7 +202,7 @@ class PairedSession:
         if self._base is None:
             try:
                 self._base = _prepare(build(self.spec, self.shape, None, self.device, self.dtype), self.device,
-                                      self.block_s)
+                                      self.block_s, settle_s=SETTLE_S)
             except FAILURES as err:
                 raise BaselineFailed(f"the EMA baseline fails at L={self.shape.length}: {_error(err)}") from None
         return {m: self._base.block(m) for m in METRICS}

@@ -40,11 +40,20 @@ FLUSH_S = 2.0  # the longest a finished pair waits before it is written
 
 
 class LocalMeasurer:
-    """Paired rounds on this machine; one session (built workloads, last baseline blocks) per shape."""
+    """Paired rounds on this machine; one session (built workloads, last baseline blocks) per shape.
 
-    def __init__(self, device: torch.device, dtype: str, block_s: float = 0.02):
+    With `threads`, PyTorch (and the TCN's kernel, which shares its OpenMP pool) runs with that many
+    threads until close(): the thread count is part of the fingerprint, and on a small VM whose
+    virtual CPUs come and go as cores, two threads time 2x apart from one minute to the next where
+    one thread holds still.
+    """
+
+    def __init__(self, device: torch.device, dtype: str, block_s: float = 0.02, threads: int | None = None):
         self.device, self.dtype, self.block_s = device, dtype, block_s
         self._sessions: dict[tuple, PairedSession] = {}
+        self._threads_before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
 
     def fingerprint(self) -> Fingerprint:
         return fingerprint(self.device, self.dtype)
@@ -66,6 +75,7 @@ class LocalMeasurer:
 
     def close(self) -> None:
         self._sessions.clear()
+        torch.set_num_threads(self._threads_before)
 
 
 @dataclass
@@ -413,11 +423,11 @@ def run_profile(
     url = resolve_url(storage)
     engine = create_engine(url)
     if device is not None:
-        measurer = LocalMeasurer(device, spec.dtype, block_s)
+        measurer = LocalMeasurer(device, spec.dtype, block_s, spec.threads)
     else:
         from tcnsearch.profile._remote import RemoteMeasurer
 
-        measurer = RemoteMeasurer(ray_address, gpu, spec.dtype, block_s)
+        measurer = RemoteMeasurer(ray_address, gpu, spec.dtype, block_s, spec.threads)
     cands = spec.candidates()
     try:
         fp = measurer.fingerprint()

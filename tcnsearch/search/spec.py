@@ -137,7 +137,9 @@ class StudySpec(BaseModel):
         # default level is the study's own model, so the latency it records is what it trains.
         defaults = {"lengths": lengths, "channels": cfg.model.d_model, "batch": cfg.batch_size,
                     "ema_dim": cfg.model.ema_dim, "bidirectional": cfg.task.startswith("lra-"), "level": "model",
-                    "model": cfg.model.model_dump(exclude={"tcn"})}
+                    "model": cfg.model.model_dump(exclude={"tcn"}),
+                    # On the CPU a trial trains with its cpus_per_trial threads (Ray sets them): measure so.
+                    "threads": max(1, int(self.budget.cpus_per_trial))}
         try:
             return ProfileSpec(**(defaults | self.profile))
         except ValidationError as err:

@@ -212,3 +212,15 @@ def test_ray_cluster_without_that_gpu(ray_head, sqlite_url):
 def test_unreachable_ray_cluster(sqlite_url):
     with pytest.raises(UserError, match="cannot reach the Ray cluster"):
         run_profile(SPEC, gpu="v100", ray_address="127.0.0.1:1", storage=sqlite_url, progress=False)
+
+
+def test_threads_are_set_for_the_profile_and_restored(sqlite_url):
+    before = torch.get_num_threads()
+    spec = SPEC.model_copy(update={"lengths": [256], "kernel_sizes": [9], "depths": [4], "dilation_factors": [8],
+                                   "threads": 1})
+    result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)
+    assert result.device.threads == 1 and "(1 threads)" in result.device.device_name
+    assert torch.get_num_threads() == before
+    if before > 1:  # the thread count is part of the fingerprint: a 2-thread profile is measured anew
+        again = run_profile(spec.model_copy(update={"threads": None}), gpu="cpu", storage=sqlite_url, progress=False)
+        assert again.measured == 1 and again.device.threads == before

@@ -26,7 +26,15 @@ def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, s
         assert t.user_attrs["latency_ms"] == survivors[label]["latency_ms"] > 0
         assert t.user_attrs["receptive_field"] >= 8 and t.user_attrs["num_parameters"] > 0
         assert t.user_attrs["device"] == result.device
+        # The latency is the study's own model's, measured, with its interval and decision.
+        assert t.user_attrs["level"] == "model" and t.user_attrs["source"] == "measured"
+        assert t.user_attrs["decision"] == "survivor"
+        low, high = t.user_attrs["speedup_fwdbwd_ci"]
+        assert low <= t.user_attrs["speedup_fwdbwd"] <= high and low >= 0.01
         assert t.intermediate_values and min(t.intermediate_values) == 10  # one per evaluation
+    attrs = optuna.load_study(study_name="small-tiny", storage=sqlite_url).user_attrs
+    assert attrs["profile_level"] == "model" and attrs["profile_backend"] == "native"
+    assert attrs["profile_warnings"] == result.warnings
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert all(max(t.intermediate_values) == 40 and t.value == t.intermediate_values[40] for t in complete)
     assert result.best[0]["values"][0] == min(t.value for t in complete)

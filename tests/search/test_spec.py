@@ -80,3 +80,31 @@ def test_unreadable_study_files(tmp_path):
     bad.write_text(yaml.safe_dump({"task": "assoc-recall", "presets": {"huge": {}}}))
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         load_spec(str(bad))
+
+
+def test_a_study_profiles_its_own_model_by_default():
+    from tcnsearch.search import load_spec
+
+    spec = load_spec("assoc-recall", "tiny")
+    profile = spec.profile_spec()
+    cfg = spec.base_config()
+    assert profile.level == "model" and profile.model["d_model"] == cfg.model.d_model == profile.channels
+    assert profile.build_model_config().arch == cfg.model.arch == "tcnca_simple"
+    assert profile.batch == cfg.batch_size and profile.lengths == [cfg.seq_len]
+    assert profile.threads == int(spec.budget.cpus_per_trial) == 1  # what a trial trains with
+
+
+def test_a_fallback_or_predicted_profile_is_flagged_for_the_study():
+    import torch
+
+    from tcnsearch.profile import ProfileResult, ProfileSpec, fingerprint
+    from tcnsearch.search.runner import _profile_notes
+
+    native = fingerprint(torch.device("cpu"), "float32")
+    fallback = type(native)(**(native.as_dict() | {"backend": "fallback"}))
+    result = lambda fp, predicted: ProfileResult(  # noqa: E731
+        device=fp, target="cpu", storage="sqlite://", spec=ProfileSpec(), measured=1, cached=0, predicted=predicted,
+        pairs=6, elapsed_s=1.0, ema=[], candidates=[{}] * 3)
+    assert _profile_notes(result(native, 0)) == []
+    notes = _profile_notes(result(fallback, 2))
+    assert any("PyTorch fallback" in n for n in notes) and any("2 of 3" in n and "predicted" in n for n in notes)
