@@ -150,8 +150,13 @@ def part_big(args, tmp: Path, log) -> dict:
     spec = ProfileSpec(kernel_sizes=[3, 5, 7, 9, 13, 17, 25, 33], dilation_factors=[2, 3, 4, 6, 8, 12, 16],
                        depths=[2, 3, 4, 5, 6, 7, 8], per_block=[1, 2, 3], min_receptive_field=None)
     log(f"big: {len(spec.candidates())} candidates at op level, adaptively")
+    return adaptive_run(spec, args, tmp / "big.db")
+
+
+def adaptive_run(spec: ProfileSpec, args, db: Path) -> dict:
+    """One adaptive profile from an empty database: its time and what it measured, predicted, decided."""
     start = time.perf_counter()
-    result = profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'big.db'}", progress=not args.json)
+    result = profile(spec, gpu=args.gpu, storage=f"sqlite:///{db}", progress=not args.json)
     return {"candidates": len(spec.candidates()), "seconds": round(time.perf_counter() - start, 1),
             "measured": result.measured, "predicted": result.predicted, "survivors": len(result.survivors),
             "undecided": len(result.undecided),
@@ -169,12 +174,7 @@ def part_model(args, tmp: Path, log) -> dict:
         k: getattr(_study_spec("model"), k) for k in ("lengths", "channels", "batch", "ema_dim", "level", "model")})
     spec = spec.model_copy(update={"min_receptive_field": None})
     log(f"model: the default grid ({len(spec.candidates())} candidates) at model level, adaptively")
-    start = time.perf_counter()
-    result = profile(spec, gpu=args.gpu, storage=f"sqlite:///{tmp / 'model.db'}", progress=not args.json)
-    return {"candidates": len(spec.candidates()), "seconds": round(time.perf_counter() - start, 1),
-            "measured": result.measured, "predicted": result.predicted, "survivors": len(result.survivors),
-            "undecided": len(result.undecided),
-            "rejected": sum(r["decision"] == "rejected" for r in result.candidates)}
+    return adaptive_run(spec, args, tmp / "model.db")
 
 
 def part_levels(args, tmp: Path, log) -> dict:

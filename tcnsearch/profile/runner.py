@@ -178,6 +178,7 @@ class _Profiler:
         self.stored: dict[tuple[Shape, Candidate], Stored] = {}
         self.measured: set[tuple[Shape, Candidate]] = set()
         self.pairs = 0
+        self.base_peak: int | None = None  # the baseline's, at the shape being measured
         self.bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             console=Console(stderr=True), disable=not progress, transient=False)
@@ -203,54 +204,60 @@ class _Profiler:
                       for c in pending}
             new: dict[Candidate, list] = {c: [] for c in pending}
             peaks: dict[Candidate, int | None] = {}
-            base_peak = None
-            active: list[Candidate] = []
-            last_flush, fresh = time.perf_counter(), True
+            try:
+                self._rounds(shape, pending, new, before, peaks)
+            finally:  # an interrupted profile keeps every finished pair
+                self._flush(shape, list(new), new, before, peaks)
 
-            while pending or active:
-                while pending and len(active) < GROUP:
-                    active.append(pending.pop(0))
-                self.bar.update(self.task, description=f"L={shape.length} {', '.join(map(_label, active[:2]))}"
-                                                       f"{' ...' if len(active) > 2 else ''}")
-                try:
-                    result = self.measurer.round(self.spec, shape, active, fresh)
-                except BaselineFailed as err:
-                    for c in active + pending:
-                        self._fail(shape, c, str(err))
-                    self.bar.advance(self.task, len(active) + len(pending))
-                    break
-                fresh = False
-                base_peak = result.base_peak_bytes
-                done = []
-                for c in list(active):
-                    self.measured.add((shape, c))
-                    if c in result.failed:
-                        self._fail(shape, c, result.failed[c])
-                        active.remove(c)
-                        self.bar.advance(self.task)
-                        continue
-                    new[c].append(result.pairs[c])
-                    if c in result.peaks:
-                        peaks[c] = result.peaks[c]
-                    self.pairs += 1
-                    if finished(self.spec, self._projected(shape, c, before[c] + new[c])):
-                        done.append(c)
-                if done or time.perf_counter() - last_flush >= FLUSH_S:
-                    self._flush(shape, active, new, before, peaks, base_peak)
-                    last_flush, fresh = time.perf_counter(), True
-                for c in done:
+    def _rounds(self, shape: Shape, pending: list, new: dict, before: dict, peaks: dict) -> None:
+        """Rounds of up to GROUP candidates at `shape` until `pending` is empty and every one is finished."""
+        active: list[Candidate] = []
+        last_flush, fresh = time.perf_counter(), True
+        while pending or active:
+            while pending and len(active) < GROUP:
+                active.append(pending.pop(0))
+            self.bar.update(self.task, description=f"L={shape.length} {', '.join(map(_label, active[:2]))}"
+                                                   f"{' ...' if len(active) > 2 else ''}")
+            try:
+                result = self.measurer.round(self.spec, shape, active, fresh)
+            except BaselineFailed as err:
+                for c in active + pending:
+                    new[c] = []
+                    self._fail(shape, c, str(err))
+                self.bar.advance(self.task, len(active) + len(pending))
+                break
+            fresh = False
+            self.base_peak = result.base_peak_bytes
+            done = []
+            for c in list(active):
+                self.measured.add((shape, c))
+                if c in result.failed:
+                    new[c] = []
+                    self._fail(shape, c, result.failed[c])
                     active.remove(c)
-                    self.measurer.forget(self.spec, shape, c)
                     self.bar.advance(self.task)
+                    continue
+                new[c].append(result.pairs[c])
+                if c in result.peaks:
+                    peaks[c] = result.peaks[c]
+                self.pairs += 1
+                if finished(self.spec, self._projected(shape, c, before[c] + new[c])):
+                    done.append(c)
+            if done or time.perf_counter() - last_flush >= FLUSH_S:
+                self._flush(shape, active, new, before, peaks)
+                last_flush, fresh = time.perf_counter(), True
+            for c in done:
+                active.remove(c)
+                self.measurer.forget(self.spec, shape, c)
+                self.bar.advance(self.task)
 
-    def _flush(self, shape: Shape, which: list[Candidate], new: dict, before: dict, peaks: dict,
-               base_peak: int | None) -> None:
+    def _flush(self, shape: Shape, which: list[Candidate], new: dict, before: dict, peaks: dict) -> None:
         """Write the pairs taken since the last write (`new`), one transaction per candidate."""
         for c in which:
             if new[c]:
                 self.stored[(shape, c)] = self.table.add_pairs(
                     self.fp_id, self.spec.level, self.spec.context, shape, c, new[c], before[c],
-                    tcn_peak=peaks.pop(c, None), base_peak=base_peak, host=self.measurer.host())
+                    tcn_peak=peaks.pop(c, None), base_peak=self.base_peak, host=self.measurer.host())
                 before[c] += new[c]
                 new[c] = []
 
@@ -379,6 +386,7 @@ def assemble(spec: ProfileSpec, stored: dict[tuple[Shape, Candidate], Stored],
                 row[f"tcn_{m}_ms"] = last[f"tcn_{m}_ms"]
                 row[f"ema_{m}_ms"] = base_at[shapes[-1]][f"{m}_ms"]
             row["n_pairs"] = sum(e["n_pairs"] for e in by_length)
+            row["wall_s"] = sum(e.get("wall_s", 0.0) for e in by_length)
             row["tcn_peak_fwdbwd_bytes"] = last.get("tcn_peak_fwdbwd_bytes")
             row["ema_peak_fwdbwd_bytes"] = base_at[shapes[-1]]["peak_fwdbwd_bytes"]
         rows.append(row)

@@ -224,3 +224,31 @@ def test_threads_are_set_for_the_profile_and_restored(sqlite_url):
     if before > 1:  # the thread count is part of the fingerprint: a 2-thread profile is measured anew
         again = run_profile(spec.model_copy(update={"threads": None}), gpu="cpu", storage=sqlite_url, progress=False)
         assert again.measured == 1 and again.device.threads == before
+
+
+def test_an_interrupted_profile_keeps_every_finished_pair(sqlite_url):
+    from tcnsearch.profile.runner import LocalMeasurer, _Profiler
+
+    class Interrupted(LocalMeasurer):
+        """The real measurer, with Ctrl-C arriving during the fourth round."""
+
+        rounds = 0
+
+        def round(self, *args, **kwargs):
+            self.rounds += 1
+            if self.rounds == 4:
+                raise KeyboardInterrupt
+            return super().round(*args, **kwargs)
+
+    spec = SPEC.model_copy(update={"lengths": [256], "min_pairs": 50, "max_time": 60.0})
+    table = LatencyTable(create_engine(sqlite_url))
+    measurer = Interrupted(torch.device("cpu"), "float32")
+    prof = _Profiler(spec, table, table.fingerprint_id(measurer.fingerprint()), measurer, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        prof.measure(spec.candidates())
+    assert prof.pairs == 3 * N_CANDIDATES == _n_pairs(sqlite_url)  # three whole rounds, all written
+    # A rerun continues from them.
+    more = spec.model_copy(update={"min_pairs": 5, "max_time": 0.001})
+    rerun = run_profile(more, gpu="cpu", storage=sqlite_url, progress=False)
+    assert rerun.cached == 0 and all(r["n_pairs"] >= 5 for r in rerun.candidates)
+    assert _n_pairs(sqlite_url) == 3 * N_CANDIDATES + rerun.pairs
