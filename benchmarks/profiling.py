@@ -198,7 +198,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", default="auto")
     parser.add_argument("--parts", default="repeat,adaptive,big,model,levels")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads to measure with (default: all)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON instead of the summary")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the parts' SQLite databases in this folder (default: a temporary one)")
     args = parser.parse_args(argv)
     global THREADS
     THREADS = args.threads
@@ -209,8 +211,9 @@ def main(argv=None) -> int:
     out: dict = {"threads": args.threads or torch.get_num_threads(),
                  "device": fingerprint(torch.device("cuda" if torch.cuda.is_available() and args.gpu != "cpu"
                                                     else "cpu"), "float32").as_dict()}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         others = [p for p in parts if p != "repeat"]
 
         def between():  # the other parts run between the two repeat runs: minutes apart, as users see it
@@ -222,11 +225,46 @@ def main(argv=None) -> int:
             out["repeat"] = part_repeat(args, tmp, log, between)
         else:
             between()
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out, indent=2, default=str))
+    print(json.dumps(out, indent=2, default=str) if args.json else summary(out))
     return 0
+
+
+def summary(out: dict) -> str:
+    """The figures that answer the benchmark's questions, one line each, aims alongside."""
+    lines = [f"device: {out['device'].get('device_name')} ({out['device'].get('backend')}), {out['threads']} thread(s)"]
+    if r := out.get("repeat"):
+        lines.append(f"repeat ({r['candidates']} candidates, {r['pairs_per_candidate_median']} pairs each, median)")
+        for m in ("speedup_fwd", "speedup_fwdbwd"):
+            s = r[m]
+            lines.append(f"  {m:15s} spread median {s['spread_median']:6.1%} (aim <= 5%)  p90 {s['spread_p90']:6.1%}"
+                         f" (aim <= 10%)  Kendall tau {s['kendall_tau']:.3f} (aim >= 0.9)"
+                         f"  interval width {s['ci_width_median']:.1%}")
+        for d in r["decisions"]:
+            lines.append(f"  decisions at {d['threshold']}x: {d['agree']}/{d['decided_by_both']} agree"
+                         f" (aim >= 98%), {d['undecided_either_run']} undecided in either run")
+    if a := out.get("adaptive"):
+        lm = a["latency_model"]
+        lines.append(f"adaptive ({a['candidates']} candidates): {a['adaptive_s']} s vs full {a['full_s']} s ="
+                     f" {a['time_share']:.1%} (aim <= 50%), same decision {a['same_decision']}/{a['decided_in_full']}"
+                     f" (aim >= 98%); measured {a['adaptive_measured']}, predicted {a['adaptive_predicted']}")
+        lines.append(f"latency model (fit to {lm['train_measurements']}, scored on {lm['held_out_measurements']}"
+                     " held out)")
+        for m in ("fwd", "fwdbwd"):
+            lines.append(f"  {m:7s} within +-10% {lm[m]['within_10pct']:.1%} (aim >= 95%)  Spearman"
+                         f" {lm[m]['spearman']:.3f} (aim >= 0.98)"
+                         f"  95% interval coverage {lm[m]['interval_coverage']:.0%}")
+    for part, what in (("big", "big grid at op level"), ("model", "default grid at model level")):
+        if b := out.get(part):
+            lines.append(f"{what} ({b['candidates']} candidates): {b['seconds']} s (aim < 600 s); measured"
+                         f" {b['measured']}, predicted {b['predicted']}; {b['survivors']} survive,"
+                         f" {b['undecided']} undecided, {b['rejected']} rejected")
+    if lv := out.get("levels"):
+        lines.append("levels: K f D B R | op fwd, fwd+bwd | layer fwd, fwd+bwd | model infer, train step")
+        for s in lv["structures"]:
+            cells = " | ".join(f"{s[level]['speedup_fwd'][0]:.2f}x {s[level]['speedup_fwdbwd'][0]:.2f}x"
+                               for level in ("op", "layer", "model"))
+            lines.append(f"  {s['K']} {s['f']} {s['D']} {s['B']} {s['R']} | {cells}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

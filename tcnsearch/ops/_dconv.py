@@ -118,12 +118,19 @@ def _residual(x, skip, self_residual: bool) -> torch.Tensor | None:
     return None if res is None else res.contiguous()
 
 
+def _plan_dilation(dilation: int, length: int) -> int:
+    """The dilation the kernel tiles its rows by. Past the length every row is its own residue,
+    so tiling by `length` covers the same rows: the kernel's work stays O(L) (not O(dilation))
+    and the value fits the kernel's int however deep the TCN. The taps keep their true shifts."""
+    return max(1, min(dilation, length))
+
+
 def _forward(x, w, res, z_out, dilation, shifts, act) -> torch.Tensor:
     batch, length, channels = x.shape
     out = torch.empty_like(x)
     load().dconv_forward(
         _ptr(x), _ptr(w), _ptr(res), _ptr(z_out), _ptr(out), batch, length, channels,
-        w.shape[0], dilation, shifts, act, torch.get_num_threads(),
+        w.shape[0], _plan_dilation(dilation, length), shifts, act, torch.get_num_threads(),
     )
     return out
 
@@ -158,7 +165,7 @@ class DilatedConvFunction(torch.autograd.Function):
         gw = torch.empty_like(w)
         load().dconv_backward_weight(
             _ptr(g_out), _ptr(z), _ptr(x), _ptr(gz), _ptr(gw), batch, length, channels,
-            kernel_size, dilation, _shifts(kernel_size, dilation, pad_left), act,
+            kernel_size, _plan_dilation(dilation, length), _shifts(kernel_size, dilation, pad_left), act,
             torch.get_num_threads(),
         )
         gx = None

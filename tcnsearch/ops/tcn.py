@@ -205,6 +205,17 @@ class TCN(nn.Module):
 
 def _conv_reference(x: torch.Tensor, w: torch.Tensor, dilation: int, pad_left: int) -> torch.Tensor:
     """Depthwise conv with F.conv1d: x (B, L, C), w (K, C) -> (B, L, C)."""
+    length = x.shape[1]
+    # Tap k reads x[t + k*dilation - pad_left]; taps that land outside the sequence for every t
+    # read only padding. Dropping them keeps the padding O(L) when the dilation is far past L
+    # (f = 16, D = 8 dilates by 16^7), where F.pad would allocate (K-1)*dilation rows.
+    first = max(0, -((length - 1 - pad_left) // dilation))  # the first k with k*d - pad > -L
+    last = min(w.shape[0] - 1, (length - 1 + pad_left) // dilation)  # the last k with k*d - pad < L
+    if first > last:  # an even kernel centred with a dilation of at least 2L: no tap lands inside
+        return torch.zeros_like(x)
+    w, pad_left = w[first:last + 1], pad_left - first * dilation
+    if w.shape[0] == 1:
+        dilation = 1  # one tap: its offset is all that matters
     kernel_size, channels = w.shape
     pad_right = (kernel_size - 1) * dilation - pad_left
     h = F.pad(x.transpose(1, 2), (pad_left, pad_right))  # (B, C, L + span)

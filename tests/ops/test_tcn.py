@@ -108,6 +108,27 @@ def test_large_dilation_tiles_match_reference():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("K", [2, 3, 4])
+def test_dilations_far_past_the_length_match_naive_loop(backend, causal, K):
+    # f = 16, D = 9 dilates the last block by 16^8 > 2^31: most taps read only padding. Before, the
+    # native kernel's work grew with the dilation (and the int overflowed) and the PyTorch path
+    # padded (K-1)*dilation rows.
+    torch.manual_seed(K)
+    tcn = TCN(5, K, 16, 9, per_block=2, causal=causal, activation="gelu", backend=backend)
+    x = torch.randn(2, 40, 5, requires_grad=True)
+    y = tcn(x)
+    torch.testing.assert_close(y, naive_tcn(tcn, x), atol=1e-5, rtol=1e-5)
+    reference = TCN(5, K, 16, 9, per_block=2, causal=causal, activation="gelu", backend="torch")
+    reference.load_state_dict(tcn.state_dict())
+    g = torch.randn_like(y)
+    got = torch.autograd.grad((y * g).sum(), [x, tcn.weight])
+    want = torch.autograd.grad((naive_tcn(reference, x) * g).sum(), [x, reference.weight])
+    for u, v in zip(got, want, strict=True):
+        torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_dropout_only_in_training(backend):
     tcn = TCN(8, 3, 2, 2, dropout=0.5, backend=backend)
     x = torch.randn(2, 50, 8)
