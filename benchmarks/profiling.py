@@ -30,6 +30,7 @@ from pathlib import Path
 from scipy.stats import kendalltau, spearmanr
 
 from tcnsearch.profile import LatencyModel, LatencyTable, ProfileSpec, fingerprint, run_profile, spread_sample
+from tcnsearch.profile.devices import default_cpu_threads
 from tcnsearch.profile.runner import decision
 from tcnsearch.storage import create_engine
 
@@ -115,6 +116,25 @@ def part_adaptive(args, tmp: Path, log) -> dict:
                                                                      for r in adaptive.candidates}
     decided = [k for k in f if f[k]["decision"] in ("survivor", "rejected")]
     same = sum(a[k]["decision"] == f[k]["decision"] for k in decided)
+    # At the default threshold of 1.0 every op-level candidate survives on a CPU, so the decisions above
+    # are easy. Again at a threshold near the median speedup, where half the grid is a close call: the
+    # full profile's decisions there follow from its stored intervals.
+    metric = "speedup_fwdbwd"
+    near = round(statistics.median(r[metric] for r in full.candidates if r["ok"]), 1)
+    log(f"adaptive: the default grid adaptively at a threshold of {near}x, near the median speedup")
+    start = time.perf_counter()
+    hard = profile(spec.model_copy(update={"strategy": "adaptive", "min_speedup": near}), gpu=args.gpu,
+                   storage=f"sqlite:///{tmp / 'adaptive-near.db'}", progress=not args.json)
+    hard_s = time.perf_counter() - start
+    f_near = {k: decision((r[metric], *r[f"{metric}_ci"]), near) for k, r in f.items() if r["ok"]}
+    h = {tuple(r[k] for k in KEY): r for r in hard.candidates}
+    decided_near = [k for k, d in f_near.items() if d != "undecided"]
+    same_near = sum(h[k]["decision"] == f_near[k] for k in decided_near)
+    near_median = {"threshold": near, "adaptive_s": round(hard_s, 1), "time_share": hard_s / full_s,
+                   "measured": hard.measured, "predicted": hard.predicted, "decided_in_full": len(decided_near),
+                   "undecided_in_full": len(f_near) - len(decided_near), "same_decision": same_near,
+                   "same_share": same_near / len(decided_near) if decided_near else None,
+                   "undecided_adaptive": len(hard.undecided)}
     # The latency model on held-out candidates: fit to a spread-out 30% of the full profile's measurements.
     table = LatencyTable(create_engine(full_url))
     fp_id = table.fingerprint_id(full.device)
@@ -142,7 +162,7 @@ def part_adaptive(args, tmp: Path, log) -> dict:
             "time_share": adaptive_s / full_s, "adaptive_measured": adaptive.measured,
             "adaptive_predicted": adaptive.predicted, "decided_in_full": len(decided), "same_decision": same,
             "same_share": same / len(decided) if decided else None,
-            "full_survivors": len(full.survivors), "full_undecided": len(full.undecided),
+            "full_survivors": len(full.survivors), "full_undecided": len(full.undecided), "near_median": near_median,
             "latency_model": {"train_measurements": len(train), "held_out_measurements": len(held), **scores}}
 
 
@@ -216,7 +236,8 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     import torch
 
-    out: dict = {"threads": args.threads or torch.get_num_threads(),
+    torch.set_num_threads(args.threads or default_cpu_threads())  # what the parts measure with, for the device line
+    out: dict = {"threads": torch.get_num_threads(),
                  "device": fingerprint(torch.device("cuda" if torch.cuda.is_available() and args.gpu != "cpu"
                                                     else "cpu"), "float32").as_dict()}
     with tempfile.TemporaryDirectory() as scratch:
@@ -255,6 +276,11 @@ def summary(out: dict) -> str:
         lines.append(f"adaptive ({a['candidates']} candidates): {a['adaptive_s']} s vs full {a['full_s']} s ="
                      f" {a['time_share']:.1%} (aim <= 50%), same decision {a['same_decision']}/{a['decided_in_full']}"
                      f" (aim >= 98%); measured {a['adaptive_measured']}, predicted {a['adaptive_predicted']}")
+        if n := a.get("near_median"):
+            lines.append(f"  at {n['threshold']}x (near the median): {n['adaptive_s']} s = {n['time_share']:.1%} of the"
+                         f" full profile, same decision {n['same_decision']}/{n['decided_in_full']} (aim >= 98%);"
+                         f" measured {n['measured']}, predicted {n['predicted']}, {n['undecided_adaptive']} undecided"
+                         f" (full: {n['undecided_in_full']})")
         lines.append(f"latency model (fit to {lm['train_measurements']}, scored on {lm['held_out_measurements']}"
                      " held out)")
         for m in ("fwd", "fwdbwd"):

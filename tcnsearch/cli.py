@@ -86,7 +86,8 @@ STORAGE_OPTION = click.option(
                                               "narrower than this fraction of the speedup (0.05).")
 @click.option("--max-time", type=float, help="Seconds of measuring per candidate and length at most (1.0).")
 @click.option("--min-pairs", type=int, help="Pairs per candidate and length at least (6).")
-@click.option("--threads", type=int, help="CPU threads to measure with (default: PyTorch's, all cores).")
+@click.option("--threads", type=int, help="CPU threads to measure with (default: every core but one, which takes "
+                                         "the OS's and the neighbours' work).")
 @click.option("--undecided", type=click.Choice(["keep", "drop"]),
               help="What a study does with candidates whose interval still straddles --min-speedup (drop).")
 @click.option("--strategy", type=click.Choice(["adaptive", "full"]),

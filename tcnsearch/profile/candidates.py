@@ -67,7 +67,7 @@ class ProfileSpec(BaseModel):
     min_pairs: int = Field(default=6, ge=3, le=1000)
     max_time: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
     threads: int | None = Field(
-        default=None, ge=1, le=1024, description="CPU threads to measure with (default: PyTorch's); a study "
+        default=None, ge=1, le=1024, description="CPU threads to measure with (default: all cores but one); a study "
                                                  "measures with its trials' cpus_per_trial")
     undecided: Literal["keep", "drop"] = Field(default="drop", description="what a study does with close calls")
     strategy: Literal["adaptive", "full"] = Field(

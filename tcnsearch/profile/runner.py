@@ -17,6 +17,7 @@ stored in the latency table.
 from __future__ import annotations
 
 import math
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tcnsearch.errors import UserError
 from tcnsearch.profile.candidates import Candidate, ProfileSpec
-from tcnsearch.profile.devices import GPU_MODELS, Fingerprint, fingerprint, found_devices, resolve_local
+from tcnsearch.profile.devices import (
+    GPU_MODELS,
+    Fingerprint,
+    default_cpu_threads,
+    fingerprint,
+    found_devices,
+    resolve_local,
+)
 from tcnsearch.profile.latency_model import LatencyModel, features
 from tcnsearch.profile.levels import METRICS, Shape
 from tcnsearch.profile.measure import BaselineFailed, PairedSession, RoundResult
@@ -36,22 +44,24 @@ from tcnsearch.storage import create_engine, masked, resolve_url
 
 ADAPTIVE_MIN = 24  # smaller grids are measured whole: a model needs more points than that to pay off
 GROUP = 4  # candidates per round between two baseline blocks
+POOL = 16  # candidates measured side by side at one shape, one pair each per pass
 FLUSH_S = 2.0  # the longest a finished pair waits before it is written
 
 
 class LocalMeasurer:
     """Paired rounds on this machine; one session (built workloads, last baseline blocks) per shape.
 
-    With `threads`, PyTorch (and the TCN's kernel, which shares its OpenMP pool) runs with that many
-    threads until close(): the thread count is part of the fingerprint, and on a small VM whose
-    virtual CPUs come and go as cores, two threads time 2x apart from one minute to the next where
-    one thread holds still.
+    With `threads` (on a CPU, default: all cores but one, devices.default_cpu_threads), PyTorch (and
+    the TCN's kernel, which shares its OpenMP pool) runs with that many threads until close(): the
+    thread count is part of the fingerprint.
     """
 
     def __init__(self, device: torch.device, dtype: str, block_s: float = 0.02, threads: int | None = None):
         self.device, self.dtype, self.block_s = device, dtype, block_s
         self._sessions: dict[tuple, PairedSession] = {}
         self._threads_before = torch.get_num_threads()
+        if threads is None and device.type == "cpu":
+            threads = default_cpu_threads()
         if threads is not None:
             torch.set_num_threads(threads)
 
@@ -210,46 +220,61 @@ class _Profiler:
                 self._flush(shape, list(new), new, before, peaks)
 
     def _rounds(self, shape: Shape, pending: list, new: dict, before: dict, peaks: dict) -> None:
-        """Rounds of up to GROUP candidates at `shape` until `pending` is empty and every one is finished."""
-        active: list[Candidate] = []
+        """Passes over a pool of up to POOL candidates at `shape`, in rounds of GROUP, until `pending` is
+        empty and every candidate is finished.
+
+        Each pass shuffles the pool and gives every candidate in it one pair, so a candidate's pairs are
+        spread over the pool's whole measuring time (tens of seconds) rather than taken in one burst:
+        the VM's slow spells, which last a second or more and do not slow the TCN and the EMA alike,
+        then weigh on every candidate in the same proportion instead of falling on a few of them
+        (Google Benchmark's random interleaving, over candidates instead of repetitions).
+        """
+        rng = random.Random(shape.length)
+        pool: list[Candidate] = []
         last_flush, fresh = time.perf_counter(), True
-        while pending or active:
-            while pending and len(active) < GROUP:
-                active.append(pending.pop(0))
-            self.bar.update(self.task, description=f"L={shape.length} {', '.join(map(_label, active[:2]))}"
-                                                   f"{' ...' if len(active) > 2 else ''}")
-            try:
-                result = self.measurer.round(self.spec, shape, active, fresh)
-            except BaselineFailed as err:
-                for c in active + pending:
-                    new[c] = []
-                    self._fail(shape, c, str(err))
-                self.bar.advance(self.task, len(active) + len(pending))
-                break
-            fresh = False
-            self.base_peak = result.base_peak_bytes
-            done = []
-            for c in list(active):
-                self.measured.add((shape, c))
-                if c in result.failed:
-                    new[c] = []
-                    self._fail(shape, c, result.failed[c])
-                    active.remove(c)
-                    self.bar.advance(self.task)
+        while pending or pool:
+            while pending and len(pool) < POOL:
+                pool.append(pending.pop(0))
+            order = rng.sample(pool, len(pool))
+            for start in range(0, len(order), GROUP):
+                group = [c for c in order[start:start + GROUP] if c in pool]
+                if not group:
                     continue
-                new[c].append(result.pairs[c])
-                if c in result.peaks:
-                    peaks[c] = result.peaks[c]
-                self.pairs += 1
-                if finished(self.spec, self._projected(shape, c, before[c] + new[c])):
-                    done.append(c)
-            if done or time.perf_counter() - last_flush >= FLUSH_S:
-                self._flush(shape, active, new, before, peaks)
-                last_flush, fresh = time.perf_counter(), True
-            for c in done:
-                active.remove(c)
-                self.measurer.forget(self.spec, shape, c)
-                self.bar.advance(self.task)
+                self.bar.update(self.task, description=f"L={shape.length} {', '.join(map(_label, group[:2]))}"
+                                                       f"{' ...' if len(group) > 2 else ''}")
+                try:
+                    result = self.measurer.round(self.spec, shape, group, fresh)
+                except BaselineFailed as err:
+                    for c in pool + pending:
+                        new[c] = []
+                        self._fail(shape, c, str(err))
+                    self.bar.advance(self.task, len(pool) + len(pending))
+                    pending.clear()
+                    return
+                fresh = False
+                self.base_peak = result.base_peak_bytes
+                done = []
+                for c in group:
+                    self.measured.add((shape, c))
+                    if c in result.failed:
+                        new[c] = []
+                        self._fail(shape, c, result.failed[c])
+                        pool.remove(c)
+                        self.bar.advance(self.task)
+                        continue
+                    new[c].append(result.pairs[c])
+                    if c in result.peaks:
+                        peaks[c] = result.peaks[c]
+                    self.pairs += 1
+                    if finished(self.spec, self._projected(shape, c, before[c] + new[c])):
+                        done.append(c)
+                if done or time.perf_counter() - last_flush >= FLUSH_S:
+                    self._flush(shape, pool, new, before, peaks)
+                    last_flush, fresh = time.perf_counter(), True
+                for c in done:
+                    pool.remove(c)
+                    self.measurer.forget(self.spec, shape, c)
+                    self.bar.advance(self.task)
 
     def _flush(self, shape: Shape, which: list[Candidate], new: dict, before: dict, peaks: dict) -> None:
         """Write the pairs taken since the last write (`new`), one transaction per candidate."""

@@ -1,4 +1,5 @@
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from tcnsearch.errors import UserError
 from tcnsearch.profile import LatencyTable, ProfileSpec, Shape, assemble, decision, fingerprint, run_profile
+from tcnsearch.profile.devices import default_cpu_threads
 from tcnsearch.profile.runner import finished
 from tcnsearch.profile.table import PairRow, Stored
 from tcnsearch.storage import create_engine
@@ -22,11 +24,20 @@ def _n_pairs(url: str) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(PairRow)).scalar()
 
 
+def _fingerprint_at(threads: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fingerprint(torch.device("cpu"), "float32")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_profile_stores_every_pair_and_reruns_from_the_table(sqlite_url):
     assert len(SPEC.candidates()) == N_CANDIDATES
     first = run_profile(SPEC, gpu="cpu", storage=sqlite_url, progress=False)
     assert (first.measured, first.cached, first.predicted) == (N_CANDIDATES, 0, 0)
-    assert first.device == fingerprint(torch.device("cpu"), "float32")
+    assert first.device == _fingerprint_at(default_cpu_threads())
     assert first.pairs == _n_pairs(sqlite_url) >= N_CANDIDATES * len(SPEC.lengths) * 3
     for row in first.candidates:
         assert row["ok"] and row["source"] == "measured"
@@ -119,7 +130,7 @@ def test_failed_candidate_is_reported_and_not_a_survivor(sqlite_url):
                        channels=8, ema_dim=4, **FAST)
     assert [c.depth for c in spec.candidates()] == [7, 8]
     table = LatencyTable(create_engine(sqlite_url))
-    fp_id = table.fingerprint_id(fingerprint(torch.device("cpu"), "float32"))
+    fp_id = table.fingerprint_id(_fingerprint_at(default_cpu_threads()))
     table.fail(fp_id, "op", "", Shape(1, 8, 128, 4, False), spec.candidates()[0], "RuntimeError: out of memory")
     result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)
     assert result.measured == 1 and result.cached == 1  # the failure is remembered
@@ -221,9 +232,12 @@ def test_threads_are_set_for_the_profile_and_restored(sqlite_url):
     result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)
     assert result.device.threads == 1 and "(1 threads)" in result.device.device_name
     assert torch.get_num_threads() == before
-    if before > 1:  # the thread count is part of the fingerprint: a 2-thread profile is measured anew
-        again = run_profile(spec.model_copy(update={"threads": None}), gpu="cpu", storage=sqlite_url, progress=False)
-        assert again.measured == 1 and again.device.threads == before
+    # Unset, a CPU profile leaves one core free; the thread count is part of the fingerprint, so a
+    # profile at another count is measured anew rather than served from the 1-thread one.
+    again = run_profile(spec.model_copy(update={"threads": None}), gpu="cpu", storage=sqlite_url, progress=False)
+    assert again.device.threads == default_cpu_threads() == max(1, min(before, len(os.sched_getaffinity(0)) - 1))
+    assert again.measured == (0 if again.device.threads == 1 else 1)
+    assert torch.get_num_threads() == before
 
 
 def test_an_interrupted_profile_keeps_every_finished_pair(sqlite_url):
@@ -252,3 +266,40 @@ def test_an_interrupted_profile_keeps_every_finished_pair(sqlite_url):
     rerun = run_profile(more, gpu="cpu", storage=sqlite_url, progress=False)
     assert rerun.cached == 0 and all(r["n_pairs"] >= 5 for r in rerun.candidates)
     assert _n_pairs(sqlite_url) == 3 * N_CANDIDATES + rerun.pairs
+
+
+def test_each_pass_gives_every_pooled_candidate_one_pair_in_a_shuffled_order():
+    """A candidate's pairs are spread over the pool's whole measuring time, never taken in one burst."""
+    from tcnsearch.profile import runner
+    from tcnsearch.profile.runner import LocalMeasurer, _Profiler
+
+    class Recording(LocalMeasurer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.groups = []
+
+        def round(self, spec, shape, candidates, fresh=False):
+            self.groups.append(list(candidates))
+            return super().round(spec, shape, candidates, fresh)
+
+    spec = ProfileSpec(lengths=[128], kernel_sizes=[3, 5, 7], dilation_factors=[2, 4, 8], depths=[2, 3],
+                       per_block=[1], channels=8, ema_dim=4, min_receptive_field=None, min_pairs=3,
+                       max_time=0.001, threads=1)  # 18 candidates, exactly 3 pairs each (the cap is at once)
+    cands = spec.candidates()
+    assert len(cands) > runner.POOL
+    engine = create_engine("sqlite://")
+    table = LatencyTable(engine)
+    measurer = Recording(torch.device("cpu"), "float32", block_s=0.001, threads=1)
+    prof = _Profiler(spec, table, table.fingerprint_id(measurer.fingerprint()), measurer, progress=False)
+    try:
+        prof.measure(cands)
+    finally:
+        measurer.close()
+    seen = [c for g in measurer.groups for c in g]
+    assert all(len(g) <= runner.GROUP for g in measurer.groups) and prof.pairs == len(seen) == 3 * len(cands)
+    first_pass = seen[:runner.POOL]
+    assert sorted(first_pass) == sorted(cands[:runner.POOL])  # the whole pool before anyone's second pair
+    assert first_pass != cands[:runner.POOL]  # in a shuffled order, not the grid's
+    for c in cands:  # no candidate takes two pairs in a row
+        at = [i for i, s in enumerate(seen) if s == c]
+        assert len(at) == 3 and min(b - a for a, b in zip(at, at[1:], strict=False)) > 1
