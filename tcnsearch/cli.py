@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from tcnsearch import __version__
+from tcnsearch._names import file_name
 from tcnsearch.errors import UserError
 
 
@@ -134,7 +135,7 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
                         "widen the grid or lower --min-receptive-field")
     result = run_profile(spec, gpu=gpu, storage=storage, force=force, ray_address=ray_address, progress=not as_json,
                          predict=predict)
-    slug = re.sub(r"[^a-z0-9]+", "-", result.device.device_name.lower()).strip("-")
+    slug = file_name(re.sub(r"[^a-z0-9]+", "-", result.device.device_name.lower()))
     report = write_profile_report(result, out or Path("dashboards") / f"profile-{slug}-{spec.level}.html")
     if as_json:
         _emit_json(result.to_json() | {"report": str(report)})
@@ -184,7 +185,7 @@ def _list_profiles(storage, as_json) -> int:
     from tcnsearch.profile import LatencyTable
     from tcnsearch.storage import create_engine
 
-    table = LatencyTable(create_engine(storage), create=False)
+    table = LatencyTable(create_engine(storage, read_only=True), create=False)
     rows = table.summary() if table.has_tables() else []
     if as_json:
         _emit_json(rows)
@@ -279,10 +280,11 @@ def study_command(name, preset, storage, trials, gpu, ray_address, resume, multi
         _emit_json(result.to_json())
     else:
         _print_study(result)
-    if result.interrupted:
-        click.echo(f"tcnsearch: interrupted; {result.interrupted} running trial(s) re-queued, "
+    if result.interrupted or result.terminated:
+        how = "terminated" if result.terminated else "interrupted"
+        click.echo(f"tcnsearch: {how}; {result.interrupted} running trial(s) re-queued, "
                    f"--resume continues the study", err=True)
-        return 130
+        return 143 if result.terminated else 130
     return 0
 
 
@@ -335,7 +337,7 @@ def report_command(study, storage, out, as_json):
     """Write a plotly HTML report of a stored STUDY: history, Pareto front, importances, its profile."""
     from tcnsearch.report import write_study_report
 
-    path = write_study_report(study, storage, out or Path("dashboards") / f"study-{study}.html")
+    path = write_study_report(study, storage, out or Path("dashboards") / f"study-{file_name(study)}.html")
     if as_json:
         _emit_json({"study": study, "report": str(path)})
     else:

@@ -25,8 +25,12 @@ def read_yaml(path: str | Path):
     """A YAML file's document; an unreadable file or bad YAML is a UserError naming the file (and line)."""
     try:
         return yaml.safe_load(Path(path).read_text())
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; give a .yaml file") from None
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a text file (byte {err.start} is not UTF-8); give a YAML study file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

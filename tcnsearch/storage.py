@@ -8,6 +8,7 @@ Passwords never reach an output: use `masked(url)` wherever a URL is shown.
 from __future__ import annotations
 
 import os
+import re
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -24,12 +25,20 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
+SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "token", "api_key", "apikey")
+
+
 def masked(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    """The URL with its password replaced by ***: the user-info part's and any `?password=` query's."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
+        parsed = make_url(url)
+        secret = {k: "***" for k in parsed.query if k.lower() in SECRET_QUERY_KEYS}
+        if secret:
+            parsed = parsed.update_query_dict(secret)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except (ArgumentError, ValueError, TypeError):  # not a URL SQLAlchemy reads: mask what looks like one
+        url = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+        return re.sub(r"(?i)\b(" + "|".join(SECRET_QUERY_KEYS) + r")=[^&;\s]*", r"\1=***", url)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -41,33 +50,91 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def create_engine(url: str | None = None) -> Engine:
-    """An engine on the storage, checked to be reachable.
+def sqlite_path(url: str) -> str | None:
+    """The file of an SQLite URL (None for other databases and for an in-memory one)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
+def read_only_url(url: str) -> str:
+    """`url` opened read-only: for an SQLite file, SQLite's own read-only mode (no journal, no switch to
+    WAL, no new tables); other databases as they are (a command that only reads issues no writes)."""
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    return f"sqlite:///file:{os.path.abspath(path)}?mode=ro&uri=true"
+
+
+def create_engine(url: str | None = None, read_only: bool = False) -> Engine:
+    """An engine on the storage, checked to be reachable (and, unless `read_only`, writable).
+
+    With `read_only`, a command that only reads never creates or changes a database: an SQLite file
+    must exist and is opened read-only, so pointing at another application's file adds nothing to it.
 
     Raises:
-        UserError: the URL is malformed, names an unknown driver, or the database is unreachable.
+        UserError: the URL is malformed or names an unknown driver; the database is unreachable,
+            missing (read_only), read-only (not read_only) or not a database.
     """
     url = resolve_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise UserError(f"--storage {url!r} is not a database URL; use e.g. sqlite:///tcnsearch.db "
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError(f"port {parsed.port} is out of range")
+    except (ArgumentError, ValueError) as err:
+        why = f" ({err})" if isinstance(err, ValueError) and "port" in str(err) else ""
+        raise UserError(f"--storage {masked(url)!r} is not a database URL{why}; use e.g. sqlite:///tcnsearch.db "
                         "or postgresql+psycopg://user@host:5432/db") from None
     kwargs: dict = {"pool_pre_ping": True}
+    path = sqlite_path(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs = {"connect_args": {"timeout": 60}}
+        if path is not None:
+            _check_sqlite_file(path, url, read_only)
+            if read_only:
+                parsed = make_url(read_only_url(url))
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ArgumentError, ImportError) as err:
         raise UserError(f"--storage {masked(url)}: unsupported database driver ({err}); "
                         "use sqlite:/// or postgresql+psycopg://") from None
     if parsed.get_backend_name() == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_read_pragmas if read_only else _sqlite_pragmas)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            conn.execute(sa.text("SELECT 1" if path is None else "SELECT count(*) FROM sqlite_master"))
+            if not read_only and parsed.get_backend_name() == "postgresql" and conn.execute(
+                    sa.text("SHOW transaction_read_only")).scalar() == "on":
+                raise UserError(f"the database {masked(url)} is read-only (a standby?); point --storage at one "
+                                "this user can write to")
     except (OperationalError, SQLAlchemyError, OSError) as err:
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if path is not None and ("not a database" in reason or "malformed" in reason):
+            raise UserError(f"{path} is not an SQLite database or is damaged ({reason}); pass --storage a "
+                            "tcnsearch database, or a new file name to start one") from None
         raise UserError(f"cannot reach the database {masked(url)}: {reason}; "
                         f"check --storage or ${ENV_VAR}") from None
     return engine
+
+
+def _check_sqlite_file(path: str, url: str, read_only: bool) -> None:
+    """Refuse, before anything is measured or trained, a file that cannot serve the command."""
+    file = os.path.abspath(path)
+    if os.path.isdir(file):
+        raise UserError(f"--storage {masked(url)}: {path} is a folder; name a database file")
+    if read_only:
+        if not os.path.isfile(file):
+            raise UserError(f"no database at {path}: nothing is stored there yet; run `tcnsearch study` or "
+                            "`tcnsearch profile` first, or pass --storage")
+        return
+    folder = os.path.dirname(file)
+    if (os.path.exists(file) and not os.access(file, os.W_OK)) or not os.access(folder, os.W_OK):
+        raise UserError(f"the database {path} is read-only here (the file or its folder); pass --storage a "
+                        "writable location")
+
+
+def _sqlite_read_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -36,7 +37,7 @@ from tcnsearch.ops import receptive_field
 class TrainConfig(BaseModel):
     """One run: the task and its data, the model, the optimisation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     task: Literal["assoc-recall", "enwik8", "lra-listops", "lra-text", "lra-retrieval", "lra-image",
                   "lra-pathfinder", "lra-pathx"] = "assoc-recall"
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -64,6 +65,13 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(default=100, ge=1)
     seed: int = 0
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, name: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", name):
+            raise ValueError(f"{name[:40]!r} is not a device: use auto, cpu, cuda or cuda:N")
+        return name
 
 
 def merge_overrides(base: dict, extra: dict) -> dict:
@@ -195,7 +203,13 @@ def _scalar(raw: str):
             return kind(raw)
         except ValueError:
             pass
-    return yaml.safe_load(raw) if raw else ""
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:  # a tag (!!python/...), an unclosed bracket: never constructed, refused
+        raise UserError(f"value {raw[:60]!r} is not a plain YAML value (a number, true/false, a string, a "
+                        "list); quote it if it is a string") from None
 
 
 def make_config(task: str, preset: str = "tiny", overrides: dict | None = None) -> TrainConfig:
@@ -230,6 +244,8 @@ class TrainResult:
 
 
 def _device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r}: this machine has no CUDA device; use --set device=cpu (or auto)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -283,6 +299,9 @@ class Enwik8Task:
     def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         path = enwik8.prepare(Path(cfg.data_path) if cfg.data_path else None)
+        chunk = cfg.model.chunk_size
+        enwik8.check_splits(path, train_bytes=max(cfg.chunk_counts) * chunk + 1,
+                            eval_bytes=cfg.eval_chunks * chunk + 1)
         self.train, self.valid = enwik8.load_split(path, "train"), enwik8.load_split(path, "valid")
 
     def batch(self, generator: torch.Generator):
@@ -370,8 +389,11 @@ def evaluate(model, batches) -> dict:
         correct += c.item()
         count += n.item()
     model.train()
-    loss = total / max(count, 1)
-    metrics = {"loss": loss, "accuracy": correct / max(count, 1)}
+    if count == 0:  # an empty evaluation set is an error, never a perfect score
+        raise UserError("the evaluation set is empty: nothing was scored; give the task more evaluation data "
+                        "(eval_examples, or a larger corpus for its validation split)")
+    loss = total / count
+    metrics = {"loss": loss, "accuracy": correct / count}
     return metrics | {"bpc": loss / math.log(2)} if model.cfg.task == "lm" else metrics
 
 
@@ -400,12 +422,7 @@ def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | No
     step, history = 0, []
     path = Path(checkpoint) if checkpoint else None
     if resume and path is not None and path.exists():
-        state = torch.load(path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.set_state(state["sampler"])
-        step, history = state["step"], state["history"]
+        step, history = _restore(path, device, model, optimizer, scheduler, sampler)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
                                                                                                        enabled=False)
     status, reason, metrics = "completed", None, history[-1] if history else {}
@@ -441,6 +458,42 @@ def train(cfg: TrainConfig, *, callback: Callable[[int, dict], bool | None] | No
                     break
     return TrainResult(status=status, steps=step, metrics=metrics, history=history, reason=reason,
                        num_parameters=model.num_parameters(), elapsed_s=time.perf_counter() - start)
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "sampler", "step", "history")
+
+
+def _restore(path: Path, device, model, optimizer, scheduler, sampler) -> tuple[int, list]:
+    """Load a checkpoint that `_save` wrote into the training state; (step, history).
+
+    Checkpoints are files people pass around, so they are read with `weights_only=True`: tensors,
+    numbers, strings and containers only, never an object whose unpickling runs code.
+
+    Raises:
+        UserError: the file is not such a checkpoint or does not fit this run's model (nothing is loaded).
+    """
+    hint = "pass a checkpoint that `tcnsearch train --checkpoint` wrote, or start without --resume"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # weights_only refuses other objects with UnpicklingError; a torn file raises others
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a loadable tcnsearch checkpoint ({reason}); {hint}") from None
+    if not isinstance(state, dict) or set(CHECKPOINT_KEYS) - state.keys():
+        raise UserError(f"{path}: not a tcnsearch checkpoint (expected the keys {', '.join(CHECKPOINT_KEYS)}); {hint}")
+    step, history, rng = state["step"], state["history"], state["sampler"]
+    if not isinstance(step, int) or step < 0 or not isinstance(history, list) or not (
+            isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8):
+        raise UserError(f"{path}: malformed checkpoint (step, history or sampler state); {hint}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.set_state(rng)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0][:200]
+        raise UserError(f"{path}: the checkpoint does not fit this run's model or settings ({reason}); "
+                        "resume with the settings it was saved with") from None
+    return step, history
 
 
 def _save(path: Path, model, optimizer, scheduler, sampler, step, history) -> None:

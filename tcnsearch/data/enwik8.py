@@ -46,23 +46,57 @@ def md5sum(path: Path) -> str:
 
 
 def _extract(archive: Path, target: Path) -> Path:
+    """Unpack the archive's `enwik8` member next to `target`, check it, then move it into place.
+
+    Nothing enters the cache unchecked: an archive without that member, a member that is not what
+    it claims (100,000,000 bytes with another MD5) or a torn extraction leaves `target` as it was.
+    """
+    tmp = target.with_name(f".{target.name}.part")
+    created = not target.parent.exists()
     try:
         with zipfile.ZipFile(archive) as zf:
-            member = "enwik8" if "enwik8" in zf.namelist() else zf.namelist()[0]
-            tmp = target.with_suffix(".part")
-            with zf.open(member) as src, open(tmp, "wb") as dst:
+            names = zf.namelist()
+            members = [n for n in names if n.rstrip("/").split("/")[-1] == "enwik8" and not n.endswith("/")]
+            if not members:
+                shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+                raise UserError(f"{archive} has no 'enwik8' member (it holds: {shown or 'nothing'}); "
+                                "pass the Hutter Prize enwik8.zip or the unzipped enwik8")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(members[0]) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 22)
-    except (zipfile.BadZipFile, IndexError) as err:
+        _check(tmp, shown_as=f"{archive}:enwik8")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, UserError) as err:
+        tmp.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(target.parent, ignore_errors=True)  # the cache folder this call made, now empty
+        if isinstance(err, UserError):
+            raise
         raise UserError(f"{archive} is not a readable enwik8.zip ({err}); delete it and download again") from None
     tmp.replace(target)
     return target
 
 
-def _check(path: Path) -> None:
-    """The real enwik8 must match its published MD5; other corpora are taken as they are."""
+def _check(path: Path, shown_as: str | None = None) -> None:
+    """The real enwik8 must match its published MD5; other corpora are taken as they are (the task
+    then checks they are large enough for its splits)."""
     if path.stat().st_size == SIZE and md5sum(path) != MD5:
-        raise UserError(f"{path} is 100,000,000 bytes but its MD5 is not enwik8's ({MD5}); "
+        raise UserError(f"{shown_as or path} is 100,000,000 bytes but its MD5 is not enwik8's ({MD5}); "
                         "the file is corrupt: delete it and download again")
+
+
+def check_splits(path: Path, train_bytes: int, eval_bytes: int) -> None:
+    """Refuse a corpus whose 90/5/5 splits cannot hold one training window and one evaluation window.
+
+    Raises:
+        UserError: naming the size the file has and the size it needs.
+    """
+    size = path.stat().st_size
+    lo, hi = SPLITS["valid"]
+    need = max(int(train_bytes / SPLITS["train"][1]), int(eval_bytes / (hi - lo))) + 20
+    if (hi - lo) * size < eval_bytes or SPLITS["train"][1] * size < train_bytes:
+        raise UserError(f"{path} holds {size:,} bytes: too small for this run's splits (90/5/5), which need at "
+                        f"least {need:,} bytes (one training window of {train_bytes:,} and one evaluation window "
+                        f"of {eval_bytes:,}); pass enwik8 or a larger corpus, or shorten the windows")
 
 
 def download(directory: Path | None = None, url: str = URL) -> Path:
@@ -99,6 +133,8 @@ def prepare(source: Path | None = None, directory: Path | None = None) -> Path:
     if source is None:
         return download(directory)
     source = Path(source)
+    if source.is_dir():
+        raise UserError(f"--data {source} is a folder; give the path of enwik8.zip or of the unzipped enwik8")
     if not source.exists():
         raise UserError(f"no data set at {source}; give the path of enwik8.zip or enwik8 to --data, "
                         "or run `tcnsearch data download enwik8`")
@@ -109,7 +145,6 @@ def prepare(source: Path | None = None, directory: Path | None = None) -> Path:
                         "download: delete it and download again")
     if looks_zipped:
         directory = Path(directory or data_dir())
-        directory.mkdir(parents=True, exist_ok=True)
         raw = directory / "enwik8"
         # Every training run calls prepare(): unpack 100 MB again only if the archive is newer.
         if not raw.exists() or raw.stat().st_mtime < source.stat().st_mtime:

@@ -38,7 +38,7 @@ from tcnsearch.ops import TCN, ChunkedAttention, MultiHeadEMA
 class TCNConfig(BaseModel):
     """The TCN's structure, as the profiler names it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kernel_size: int = Field(default=5, ge=2)
     dilation_factor: int = Field(default=4, ge=1)
     depth: int = Field(default=4, ge=1)
@@ -49,7 +49,7 @@ class TCNConfig(BaseModel):
 class ModelConfig(BaseModel):
     """Everything that defines a model. `arch` picks the block, `task` the head."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     arch: Literal["tcnca", "mega", "tcnca_simple", "tcn_mlp"] = "tcnca"
     task: Literal["lm", "classify", "retrieval"] = "lm"
     vocab_size: int = Field(default=256, ge=2)

@@ -42,7 +42,7 @@ class ProfileSpec(BaseModel):
     and the smaller kernels and depths a search would also try.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lengths: list[int] = Field(default=[1024, 4096], description="sequence lengths to time at")
     kernel_sizes: list[int] = Field(default=[3, 5, 7, 9, 13, 17])
@@ -83,11 +83,21 @@ class ProfileSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> ProfileSpec:
-        for name, low in (("lengths", 1), ("kernel_sizes", 2), ("dilation_factors", 1), ("depths", 1),
-                          ("per_block", 1)):
+        # The upper bounds keep an absurd value from allocating terabytes or running for days.
+        for name, low, high in (("lengths", 1, 1 << 22), ("kernel_sizes", 2, 1025), ("dilation_factors", 1, 1024),
+                                ("depths", 1, 64), ("per_block", 1, 16)):
             bad = [v for v in getattr(self, name) if v < low]
             if bad:
                 raise ValueError(f"{name} must be >= {low}, got {bad}")
+            bad = [v for v in getattr(self, name) if v > high]
+            if bad:
+                raise ValueError(f"{name} must be <= {high}, got {bad}")
+        size = len(self.kernel_sizes) * len(self.dilation_factors) * len(self.depths) * len(self.per_block)
+        if size > 100_000:
+            raise ValueError(f"the grid has {size:,} structures; at most 100,000 (narrow the lists)")
+        if self.channels * self.batch * max(self.lengths) > 1 << 31:
+            raise ValueError(f"batch x channels x length = {self.channels * self.batch * max(self.lengths):,} "
+                             "elements per activation; at most 2^31 (lower --batch, --channels or --lengths)")
         if isinstance(self.min_receptive_field, int) and self.min_receptive_field < 1:
             raise ValueError(f"min_receptive_field must be >= 1, got {self.min_receptive_field}")
         if self.model is not None:

@@ -17,6 +17,7 @@ stored in the latency table.
 from __future__ import annotations
 
 import math
+import os
 import random
 import socket
 import time
@@ -31,6 +32,7 @@ from tcnsearch.profile.candidates import Candidate, ProfileSpec
 from tcnsearch.profile.devices import (
     GPU_MODELS,
     Fingerprint,
+    check_gpu_name,
     default_cpu_threads,
     fingerprint,
     found_devices,
@@ -40,7 +42,7 @@ from tcnsearch.profile.latency_model import LatencyModel, features
 from tcnsearch.profile.levels import METRICS, Shape
 from tcnsearch.profile.measure import BaselineFailed, PairedSession, RoundResult
 from tcnsearch.profile.table import LatencyTable, Stored, summarize_pairs
-from tcnsearch.storage import create_engine, masked, resolve_url
+from tcnsearch.storage import create_engine, masked, resolve_url, sqlite_path
 
 ADAPTIVE_MIN = 24  # smaller grids are measured whole: a model needs more points than that to pay off
 GROUP = 4  # candidates per round between two baseline blocks
@@ -424,6 +426,21 @@ def _speedup_fields(metric: str, interval: tuple[float, float, float], base_ms: 
             f"tcn_{metric}_ms": base_ms / med if base_ms else None, f"ema_{metric}_ms": base_ms}
 
 
+def local_target(gpu: str, ray_address: str | None) -> torch.device | None:
+    """The local device that `--gpu` names, None where it is to be found on the Ray cluster.
+
+    Raises:
+        UserError: an unknown GPU, or one this machine lacks with no cluster to look on.
+    """
+    device = resolve_local(gpu)
+    if device is None and not ray_address:
+        model = GPU_MODELS[check_gpu_name(gpu)]
+        raise UserError(f"no {model} on this machine (found: {found_devices()}); "
+                        f"use --gpu cpu or --gpu auto to profile this machine, or --ray-address to run "
+                        f"on a Ray cluster node with a {model}")
+    return device
+
+
 def run_profile(
     spec: ProfileSpec,
     gpu: str = "auto",
@@ -448,21 +465,21 @@ def run_profile(
     """
     start = time.perf_counter()
     # Every check that can refuse comes before the first write to the database.
-    device = resolve_local(gpu)
-    if device is None and not ray_address:
-        raise UserError(f"no {GPU_MODELS[gpu]} on this machine (found: {found_devices()}); "
-                        f"use --gpu cpu or --gpu auto to profile this machine, or --ray-address to run "
-                        f"on a Ray cluster node with a {GPU_MODELS[gpu]}")
+    gpu = check_gpu_name(gpu)
+    device = local_target(gpu, ray_address)
     url = resolve_url(storage)
-    engine = create_engine(url)
-    if device is not None:
-        measurer = LocalMeasurer(device, spec.dtype, block_s, spec.threads)
-    else:
+    if predict and (path := sqlite_path(url)) is not None and not os.path.isfile(path):
+        raise UserError(f"nothing to predict from: {path} does not exist; run `tcnsearch profile` without "
+                        "--predict first (it measures a sample)")
+    if device is None:  # the cluster is checked (reachable, has the GPU) before the database is opened
         from tcnsearch.profile._remote import RemoteMeasurer
 
         measurer = RemoteMeasurer(ray_address, gpu, spec.dtype, block_s, spec.threads)
+    else:
+        measurer = LocalMeasurer(device, spec.dtype, block_s, spec.threads)
     cands = spec.candidates()
     try:
+        engine = create_engine(url, read_only=predict)
         fp = measurer.fingerprint()
         table = LatencyTable(engine, create=not predict)
         if predict:
@@ -508,4 +525,4 @@ def run_profile(
     )
 
 
-__all__ = ["Candidate", "ProfileResult", "assemble", "decision", "run_profile", "spread_sample"]
+__all__ = ["Candidate", "ProfileResult", "assemble", "decision", "local_target", "run_profile", "spread_sample"]

@@ -25,12 +25,15 @@ from tcnsearch.storage import masked, resolve_url
 def load_study(name: str, storage: str | None = None) -> optuna.Study:
     """The stored study `name`, or a UserError naming the studies there are."""
     url = resolve_url(storage)
-    rdb = open_storage(url)
+    rdb = open_storage(url, read_only=True)
     try:
-        return optuna.load_study(study_name=name, storage=rdb)
-    except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(rdb)) or "none"
-        raise UserError(f"no study {name!r} in {masked(url)}; stored studies: {names}") from None
+        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
+    except Exception as err:  # noqa: BLE001 - a database without Optuna's tables: another application's
+        raise UserError(f"{masked(url)} holds no Optuna studies ({type(err).__name__}); pass --storage the "
+                        "database your study wrote to") from None
+    if name not in names:
+        raise UserError(f"no study {name!r} in {masked(url)}; stored studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=rdb)
 
 
 def pareto_front(points: list[tuple[float, float]], maximize_first: bool) -> list[int]:

@@ -17,6 +17,7 @@ done, so several drivers can share one study and a resumed driver runs only what
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from contextlib import nullcontext
@@ -54,6 +55,7 @@ class StudySearcher(Searcher):
         self.last: dict[str, dict] = {}
         self.tune_trials: dict = {}  # Tune trial id -> Tune Trial, filled by the runner's callback
         self.lock = threading.Lock()  # the heartbeat thread reads `trials`
+        self.finished = 0  # trials this driver brought to an end (other drivers' are not ours to count)
 
     # -- Tune's side ----------------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class StudySearcher(Searcher):
         if result:
             self._observe(trial_id, trial, result)
         last = self.last.pop(trial_id, None) or {}
+        self.finished += bool(error or last)
         if error:
             self._fail(trial, self._error_message(trial_id))
         elif last.get("final"):
@@ -178,7 +181,16 @@ class StudySearcher(Searcher):
 
     def _error_message(self, trial_id: str) -> str:
         tune_trial = self.tune_trials.get(trial_id)
-        error = tune_trial.get_error() if tune_trial is not None else None
+        error = None
+        if tune_trial is not None:
+            # Tune writes the error to the trial's local folder first and syncs it to storage later:
+            # at on_trial_complete only the local copy is there.
+            local = getattr(tune_trial, "error_file", None)
+            if local and os.path.isfile(local):
+                with open(local, errors="replace") as fh:
+                    error = fh.read()
+            else:
+                error = tune_trial.get_error()
         if error is None:
             return "the trial raised an error (see the Ray logs)"
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]

@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from tcnsearch.storage import create_engine
+from tcnsearch.errors import UserError
+from tcnsearch.storage import create_engine, masked, read_only_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -44,11 +45,24 @@ DERIVED = ("K", "f", "D", "B")  # recorded from the chosen survivor, never sampl
 
 
 
-def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's storage on `url`, with heartbeats so a killed driver's trials go stale and are re-queued."""
-    create_engine(url)  # reachability (a clear UserError) and SQLite's WAL mode, which persists in the file
+def open_storage(url: str, heartbeat_s: int | None = None, read_only: bool = False) -> optuna.storages.RDBStorage:
+    """Optuna's storage on `url`, with heartbeats so a killed driver's trials go stale and are re-queued.
+
+    With `read_only` (report, dashboard), nothing is created: no SQLite file, no Optuna tables.
+
+    Raises:
+        UserError: the database is unreachable, missing (read_only), or holds no Optuna studies (read_only).
+    """
+    create_engine(url, read_only=read_only)  # a clear UserError; SQLite's WAL mode, which persists in the file
     kwargs: dict = {"engine_kwargs": {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
                     else {"pool_pre_ping": True}}
+    if read_only:
+        try:
+            return optuna.storages.RDBStorage(read_only_url(url), skip_table_creation=True,
+                                              skip_compatibility_check=True, **kwargs)
+        except Exception:  # noqa: BLE001 - Optuna wraps what SQLAlchemy says about its missing tables
+            raise UserError(f"{masked(url)} holds no Optuna studies; pass --storage the database your study "
+                            "wrote to") from None
     if heartbeat_s:
         kwargs |= {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
                    "heartbeat_stale_trial_callback": retry_later}

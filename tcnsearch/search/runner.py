@@ -12,8 +12,11 @@ running, so the study never holds a trial stuck in RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -26,8 +29,11 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tcnsearch._names import check_name, file_name
 from tcnsearch.errors import UserError
 from tcnsearch.profile import GPU_MODELS, run_profile
+from tcnsearch.profile.devices import check_gpu_name
+from tcnsearch.profile.runner import local_target
 from tcnsearch.search._study import LATENCY, occupied, open_storage, trial_row
 from tcnsearch.search.spec import StudySpec, load_spec
 from tcnsearch.storage import create_engine, masked, resolve_url
@@ -57,6 +63,7 @@ class StudyResult:
     survivors: int
     elapsed_s: float
     interrupted: int = 0
+    terminated: bool = False  # stopped by SIGTERM rather than Ctrl-C
     trials: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -175,9 +182,20 @@ def _heartbeats(storage, searcher, interval: int, stop: threading.Event) -> None
             return
 
 
-def _init_ray(ray_address: str | None) -> bool:
-    """Join the cluster at `ray_address`, or start a local Ray runtime. True if we started it."""
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_SAVED: dict = {}  # what single-machine mode replaced, restored at shutdown
+
+
+def _init_ray(ray_address: str | None, temp_dir: str) -> bool:
+    """Join the cluster at `ray_address`, or start a local Ray runtime in `temp_dir`. True if we started it.
+
+    A local runtime listens on loopback only: Ray turns 127.0.0.1 as a node address into the
+    machine's public one, but its single-machine mode (what it runs on macOS and Windows) keeps
+    the GCS, the raylet, the object manager and the workers on 127.0.0.1. Joining a cluster with
+    `--ray-address` is the way to use the network.
+    """
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         return False
@@ -185,13 +203,70 @@ def _init_ray(ray_address: str | None) -> bool:
         from tcnsearch.profile._remote import check_reachable
 
         check_reachable(ray_address)
+    else:
+        _SAVED.update(env=os.environ.get(_SINGLE_MACHINE), constant=ray_constants.ENABLE_RAY_CLUSTER)
+        os.environ[_SINGLE_MACHINE] = "0"  # the workers Ray starts read it from their environment
+        ray_constants.ENABLE_RAY_CLUSTER = False  # this process read it at import
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+                 logging_level=logging.WARNING, configure_logging=True,
+                 **({} if ray_address else {"_temp_dir": temp_dir}))
     except (ConnectionError, ValueError, RuntimeError) as err:
+        _shutdown_ray()
         raise UserError(f"cannot start or reach Ray at {ray_address or 'local'}: {str(err).splitlines()[0]}; "
                         "check --ray-address (e.g. 127.0.0.1:6379)") from None
+    except BaseException:  # Ctrl-C while Ray starts: stop what has started before going
+        _shutdown_ray()
+        raise
     return True
+
+
+def _shutdown_ray() -> None:
+    """Stop the runtime we started, and leave Ray's single-machine mode for whatever runs next here."""
+    import ray
+    from ray._private import ray_constants
+
+    ray.shutdown()
+    if _SAVED:
+        if _SAVED["env"] is None:
+            os.environ.pop(_SINGLE_MACHINE, None)
+        else:
+            os.environ[_SINGLE_MACHINE] = _SAVED["env"]
+        ray_constants.ENABLE_RAY_CLUSTER = _SAVED["constant"]
+        _SAVED.clear()
+
+
+def _run_folder() -> str:
+    """A fresh folder for this run's Ray session and Tune's bookkeeping, removed afterwards.
+
+    Short, since Ray puts Unix sockets inside it (at most 107 bytes a path), and private (0700)."""
+    base = tempfile.gettempdir()
+    if len(base) > 29 or not os.access(base, os.W_OK):  # + tcns-XXXXXXXX/session_<date>_<pid>/sockets/raylet
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="tcns-", dir=base)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """While the study runs, SIGTERM stops it as Ctrl-C does (Tune's own SIGINT handling: running
+    trials end, are failed as interrupted and re-queued) instead of killing the driver mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        _STOP["terminated"] = True
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_STOP = {"terminated": False}
 
 
 def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,
@@ -207,11 +282,14 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
             that exists (without `resume`) or has other objectives, no survivors. Before any trial runs.
     """
     start = time.perf_counter()
+    # Everything that can refuse comes before the database is opened (and, for SQLite, created).
+    if study_name is not None:
+        check_name(study_name, "--study-name")
     spec = load_spec(name, preset)
     _prepare_data(spec, data_path)
     url = resolve_url(storage)
-    if gpu not in GPU_MODELS and gpu not in ("auto", "cpu"):
-        raise UserError(f"unknown GPU {gpu!r}; choose one of auto, cpu, {', '.join(GPU_MODELS)}")
+    gpu = check_gpu_name(gpu)
+    local_target(gpu, ray_address)
     rdb = open_storage(url, spec.heartbeat_s)
     profile_spec = spec.profile_spec()
     latency_key = "tcn_fwdbwd_ms" if profile_spec.mode == "train" else "tcn_fwd_ms"
@@ -250,47 +328,57 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     from tcnsearch.search._searcher import StudySearcher, TuneHook
     from tcnsearch.search._trainable import run_trial
 
-    owns_ray = _init_ray(ray_address)
-    searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY, engine=create_engine(url))
-    bar = _Progress(target, min(done_before, target), progress)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeats, args=(rdb, searcher, spec.heartbeat_s, stop), daemon=True)
-    base = spec.base_config()
-    resources = {"cpu": spec.budget.cpus_per_trial, "gpu": spec.budget.gpus_per_trial}
-    if gpu not in ("auto", "cpu") and ray_address:
-        resources[f"accelerator_type:{GPU_MODELS[gpu]}"] = 0.001  # trials go where the profile's GPU is
-    scheduler = None
-    if spec.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=spec.objective.mode,
-                                  max_t=max(1, -(-base.steps // base.eval_every)),
-                                  grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable or run_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                    max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
-                                    reuse_actors=True, trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name=name_in_db, storage_path=os.path.join(tempfile.gettempdir(), "tcnsearch-ray"),
-                                  verbose=0, callbacks=[TuneHook(searcher, bar)], log_to_file=False,
-                                  failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
-    )
-    interrupted = 0
-    beat.start()
+    folder = _run_folder()
+    _STOP["terminated"] = False
     try:
-        with bar.bar:
-            tuner.fit()
-    finally:
-        interrupted = searcher.interrupt_all()
-        stop.set()
-        beat.join()
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
-    return summarize(study, url, spec, device, len(survivors), time.perf_counter() - start,
-                     ran=occupied(study.get_trials(deepcopy=False)) - done_before, interrupted=interrupted,
-                     warnings=notes)
+        with _sigterm_as_ctrl_c():
+            owns_ray = _init_ray(ray_address, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    with _sigterm_as_ctrl_c():  # again: Ray's core installed a SIGTERM handler of its own as it started
+        searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY,
+                                 engine=create_engine(url))
+        bar = _Progress(target, min(done_before, target), progress)
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeats, args=(rdb, searcher, spec.heartbeat_s, stop), daemon=True)
+        base = spec.base_config()
+        resources = {"cpu": spec.budget.cpus_per_trial, "gpu": spec.budget.gpus_per_trial}
+        if gpu not in ("auto", "cpu") and ray_address:
+            resources[f"accelerator_type:{GPU_MODELS[gpu]}"] = 0.001  # trials go where the profile's GPU is
+        scheduler = None
+        if spec.scheduler.type == "asha":
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=spec.objective.mode,
+                                      max_t=max(1, -(-base.steps // base.eval_every)),
+                                      grace_period=spec.scheduler.grace_period,
+                                      reduction_factor=spec.scheduler.reduction_factor)
+        tuner = tune.Tuner(
+            tune.with_resources(trainable or run_trial, resources),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                        max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
+                                        reuse_actors=True, trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name=file_name(name_in_db), storage_path=os.path.join(folder, "tune"),
+                                      verbose=0, callbacks=[TuneHook(searcher, bar)], log_to_file=False,
+                                      failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
+        )
+        interrupted = 0
+        beat.start()
+        try:
+            with bar.bar:
+                tuner.fit()
+        finally:
+            interrupted = searcher.interrupt_all()
+            stop.set()
+            beat.join()
+            if owns_ray:
+                _shutdown_ray()
+            shutil.rmtree(folder, ignore_errors=True)
+    result = summarize(study, url, spec, device, len(survivors), time.perf_counter() - start,
+                       ran=searcher.finished, interrupted=interrupted,
+                       warnings=notes)
+    result.terminated = _STOP["terminated"]
+    return result
 
 
 def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survivors: int, elapsed: float,

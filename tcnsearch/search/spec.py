@@ -22,8 +22,9 @@ import copy
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tcnsearch._names import SAFE, file_name
 from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.profile import ProfileSpec
 from tcnsearch.train import PRESETS, TrainConfig, make_config, merge_overrides, set_dotted
@@ -35,7 +36,7 @@ TCN_PARAM = "tcn"  # the one parameter drawn from the profile's survivors
 class Param(BaseModel):
     """One searched hyperparameter: `choices`, or a range `low`..`high` (ints give an integer range)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     choices: list[float | int | str | bool | None] | None = None
     low: float | None = None
     high: float | None = None
@@ -67,13 +68,13 @@ class Param(BaseModel):
 
 
 class Objective(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     metric: Literal["loss", "accuracy", "bpc"] = "loss"
     mode: Literal["min", "max"] = "min"
 
 
 class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     trials: int = Field(default=16, ge=1, description="finished trials the study should hold")
     max_concurrent: int = Field(default=2, ge=1)
     cpus_per_trial: float = Field(default=1, gt=0)
@@ -84,7 +85,7 @@ class Budget(BaseModel):
 class Scheduler(BaseModel):
     """ASHA over evaluations: a trial is one rung further each `eval_every` steps."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["asha", "none"] = "asha"
     grace_period: int = Field(default=2, ge=1, description="evaluations before a trial can be stopped")
     reduction_factor: float = Field(default=2, gt=1)
@@ -93,8 +94,8 @@ class Scheduler(BaseModel):
 class StudySpec(BaseModel):
     """A study file with one preset applied."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field(description="letters, digits, '.', '_', '-': it names the study and its files")
     task: str
     preset: Literal["tiny", "cpu", "paper"] = "tiny"
     description: str = ""
@@ -105,6 +106,14 @@ class StudySpec(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     scheduler: Scheduler = Field(default_factory=Scheduler)
     heartbeat_s: int = Field(default=10, ge=1, description="a driver's trials go stale after 3 missed beats")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not SAFE.fullmatch(name):
+            raise ValueError(f"{name[:60]!r} is not a usable study name: use 1-100 letters, digits, '.', '_' or "
+                             "'-', starting with a letter or digit")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -186,7 +195,7 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
     if unknown:
         raise UserError(f"{path}: presets: unknown preset {sorted(unknown)[0]!r}; use tiny, cpu or paper")
     doc = merge_overrides(doc, presets.get(preset, {}))
-    doc.setdefault("name", path.stem)
+    doc.setdefault("name", file_name(path.stem))
     try:
         spec = StudySpec(**doc, preset=preset)
     except ValidationError as err:

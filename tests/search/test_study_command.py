@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def test_study_json_names_the_study_the_storage_and_the_best(study_file, sqlite_
      "cannot reach the database postgresql+psycopg://u:***@127.0.0.1:1/db"),
     (["study", "assoc-recall", "--gpu", "v99"], "unknown GPU 'v99'"),
     (["study", "assoc-recall", "--trials", "0"], "Invalid value for '--trials'"),
-    (["report", "nope"], "no study 'nope'"),
+    (["report", "nope"], "no database at tcnsearch.db"),  # a reading command creates no database
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -85,3 +87,59 @@ def test_a_missing_data_set_is_refused_before_anything_runs(tmp_path, capsys, mo
     assert main(["study", "enwik8", "--storage", url, "--data", str(tmp_path / "missing.zip")]) == 2
     assert "missing.zip" in capsys.readouterr().err
     assert not (tmp_path / "db.sqlite").exists()
+
+
+def _listening(procs) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every listening socket of `procs`."""
+    import psutil
+
+    names = {p.pid: p.name() for p in procs}
+    return [(c.laddr.ip, c.laddr.port, names[c.pid]) for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in names]
+
+
+def test_a_local_study_listens_on_loopback_only_and_sigterm_stops_it_cleanly(study_file, sqlite_url, tmp_path):
+    """The local runtime (GCS, raylet, object manager, workers) binds to 127.0.0.1; its folder is fresh
+    per run (a squatted fixed name does not matter) and removed; SIGTERM stops the study as Ctrl-C does."""
+    import psutil
+
+    path = study_file(train={"steps": 2000, "eval_every": 500}, budget={"trials": 2, "max_concurrent": 1},
+                      scheduler={"type": "none"})
+    tmp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # a short $TMPDIR: Ray's socket paths must fit
+    for squatted in ("ray", "tcnsearch-ray"):  # someone else's file where a fixed folder name would go
+        (tmp / squatted).write_text("not yours")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", TMPDIR=str(tmp))
+    env.pop("TCNSEARCH_RAY_ADDRESS", None)
+    proc = subprocess.Popen(CLI + ["study", path, "--storage", sqlite_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(t.state == TrialState.RUNNING
+                                                 for t in stored_trials(sqlite_url, "small-tiny")):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.5)
+        time.sleep(2)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        sockets = _listening(tree)
+        run_folders = [p for p in tmp.iterdir() if p.name.startswith("tcns-")]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True) if proc.returncode != 143 else None
+    assert len(sockets) >= 3 and {"gcs_server", "raylet"} <= {name for _, _, name in sockets}, sockets
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip, _, _ in sockets), sockets
+    assert len(run_folders) == 1 and len(str(run_folders[0])) < 80
+    assert proc.returncode == 143, err[-2000:]
+    assert "tcnsearch: terminated;" in err and "--resume continues the study" in err and "Traceback" not in err
+    assert not [p for p in tmp.iterdir() if p.name.startswith("tcns-")]  # the run's folder is gone
+    assert (tmp / "ray").read_text() == "not yours" and (tmp / "tcnsearch-ray").read_text() == "not yours"
+    deadline = time.time() + 30
+    while time.time() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree[1:]):
+        time.sleep(0.5)
+    assert not [p for p in tree[1:] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]  # nothing left behind
+    shutil.rmtree(tmp)
+    trials = stored_trials(sqlite_url, "small-tiny")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert [t for t in trials if t.state == TrialState.WAITING]  # the interrupted trial is queued again

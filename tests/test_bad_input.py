@@ -1,0 +1,226 @@
+"""Bad input, as a careless or hostile user gives it: every case exits 2 with one line, no traceback,
+and leaves every file it was pointed at byte-for-byte as it was (and creates none).
+
+The cases share one folder of real files (a study database, another application's SQLite file, a
+file that is not a database, malformed study files, data archives, checkpoints, one of them crafted
+to run code on unpickling); each case hashes the whole folder before and after.
+"""
+
+import hashlib
+import os
+import sqlite3
+import zipfile
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from tcnsearch.cli import main
+from tests.search.conftest import SMALL
+
+PG_DOWN = "postgresql+psycopg://user:s3cret-pw@127.0.0.1:1/db"
+
+
+class _Planted:
+    """Unpickling this runs a shell command (that is what weights_only=False would allow)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _study(doc) -> str:
+    return yaml.safe_dump(doc)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(study_name="kept", storage=f"sqlite:///{root / 'tcnsearch.db'}").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with sqlite3.connect(root / "other.db") as conn:  # another application's database
+        conn.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
+        conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    (root / "junk.db").write_bytes(os.urandom(4096))
+    studies = root / "studies"
+    studies.mkdir()
+    (studies / "bad-yaml.yaml").write_text("task: [assoc-recall\n")
+    (studies / "not-utf8.yaml").write_bytes(b"task: assoc-recall\n\xff\xfe\x00name: x\n")
+    (studies / "nan-range.yaml").write_text(_study(SMALL | {"space": {"lr": {"low": 1e-3, "high": 1e-2}}})
+                                            .replace("0.01", ".nan"))
+    (studies / "inf-range.yaml").write_text(_study(SMALL | {"space": {"lr": {"low": 1e-3, "high": 1e-2}}})
+                                            .replace("0.01", ".inf"))
+    (studies / "unknown-key.yaml").write_text(_study(SMALL | {"bugdet": {"trials": 2}}))
+    (studies / "bad-name.yaml").write_text(_study(SMALL | {"name": "../../escaped"}))
+    (studies / "list.yaml").write_text("- task\n- assoc-recall\n")
+    (studies / "bad-task.yaml").write_text(_study(SMALL | {"task": "../../etc"}))
+    (studies / "bad-level.yaml").write_text(_study(SMALL | {"profile": {"level": "kernel"}}))
+    (studies / "tagged.yaml").write_text("task: !!python/object/apply:os.system ['echo hi']\n")
+    (studies / "a-folder.yaml").mkdir()
+    data = root / "data"
+    data.mkdir()
+    (data / "passwd.txt").write_text("root:x:0:0:root:/root:/bin/bash\n" * 30)
+    with zipfile.ZipFile(data / "nomember.zip", "w") as zf:
+        zf.writestr("readme.txt", "not enwik8")
+    (data / "broken.zip").write_bytes(b"PK\x03\x04" + os.urandom(200))
+    (data / "folder").mkdir()
+    ckpt = root / "ckpt"
+    ckpt.mkdir()
+    torch.save({"model": _Planted(root / "PLANTED"), "optimizer": {}, "scheduler": {}, "sampler": None, "step": 0,
+                "history": []}, ckpt / "planted.pt")
+    (ckpt / "text.pt").write_text("just text")
+    torch.save({"model": {}}, ckpt / "partial.pt")
+    torch.save([1, 2, 3], ckpt / "list.pt")
+    return root
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+CASES = [
+    # profile: flags
+    (["profile", "--gpu", "x900"], "unknown GPU"),
+    (["profile", "--gpu", "V100"], "no V100 on this machine"),
+    (["profile", "--gpu", "v100", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
+    (["profile", "--kernel-sizes", "1"], "kernel_sizes must be >= 2"),
+    (["profile", "--kernel-sizes", "a,b"], "expected comma-separated integers"),
+    (["profile", "--lengths", "0"], "lengths must be >= 1"),
+    (["profile", "--lengths", "99999999999"], "lengths must be <= "),
+    (["profile", "--lengths", "4096", "--channels", "100000", "--batch", "100000"], "at most 2^31"),
+    (["profile", "--dilation-factors", "0"], "dilation_factors must be >= 1"),
+    (["profile", "--depths", "0"], "depths must be >= 1"),
+    (["profile", "--depths", "1000"], "depths must be <= 64"),
+    (["profile", "--per-block", "0"], "per_block must be >= 1"),
+    (["profile", "--min-speedup", "nan"], "finite number"),
+    (["profile", "--min-speedup", "inf"], "finite number"),
+    (["profile", "--min-speedup", "-1"], "greater than 0"),
+    (["profile", "--precision", "0"], "greater than 0"),
+    (["profile", "--precision", "nan"], "finite number"),
+    (["profile", "--max-time", "inf"], "finite number"),
+    (["profile", "--max-time", "-1"], "greater than 0"),
+    (["profile", "--min-pairs", "1"], "min_pairs"),
+    (["profile", "--threads", "0"], "threads"),
+    (["profile", "--channels", "0"], "channels"),
+    (["profile", "--batch", "0"], "batch"),
+    (["profile", "--ema-dim", "0"], "ema_dim"),
+    (["profile", "--level", "kernel"], "Invalid value for '--level'"),
+    (["profile", "--mode", "fast"], "Invalid value for '--mode'"),
+    (["profile", "--undecided", "maybe"], "Invalid value for '--undecided'"),
+    (["profile", "--strategy", "greedy"], "Invalid value for '--strategy'"),
+    (["profile", "--dtype", "float64"], "Invalid value for '--dtype'"),
+    (["profile", "--min-receptive-field", "abc"], "expected a number"),
+    (["profile", "--min-receptive-field", "100000000", "--lengths", "64"], "no candidate reaches"),
+    (["profile", "--predict"], "nothing to predict from"),
+    (["profile", "--predict", "--storage", "sqlite:///missing.db"], "nothing to predict from"),
+    (["profile", "--list", "--storage", "sqlite:///missing.db"], "no database at missing.db"),
+    (["profile", "--study", "studies/bad-yaml.yaml"], "not valid YAML"),
+    (["profile", "--study", "studies/missing.yaml"], "cannot read"),
+    (["profile", "--study", "studies/bad-level.yaml"], "profile.level"),
+    # storage URLs, as flags and from the environment
+    (["profile", "--storage", "sqlite:///junk.db"], "is not an SQLite database"),
+    (["profile", "--storage", "sqlite:///studies"], "is a folder"),
+    (["profile", "--storage", "no-such-scheme"], "is not a database URL"),
+    (["profile", "--storage", "mysql+nodriver://u@h/db"], "unsupported database driver"),
+    (["profile", "--storage", PG_DOWN], "cannot reach the database"),
+    (["profile", "--storage", "postgresql+psycopg://u:s3cret-pw@127.0.0.1:99999/db"], "port 99999 is out of range"),
+    (["profile", "--storage", "postgresql+psycopg://u@127.0.0.1:abc/db"], "is not a database URL"),
+    (["profile", "--storage", "postgresql+psycopg://u@127.0.0.1:1/db?password=s3cret-pw"], "password=***"),
+    (["report", "kept"], "no database at", {"TCNSEARCH_STORAGE": "sqlite:///missing.db"}),
+    (["study", "assoc-recall"], "cannot reach the database", {"TCNSEARCH_STORAGE": PG_DOWN}),
+    # study: names, files, flags
+    (["study", "nope"], "unknown study 'nope'"),
+    (["study", "studies/bad-yaml.yaml"], "not valid YAML"),
+    (["study", "studies/not-utf8.yaml"], "not a text file"),
+    (["study", "studies/nan-range.yaml"], "finite number"),
+    (["study", "studies/inf-range.yaml"], "finite number"),
+    (["study", "studies/unknown-key.yaml"], "bugdet"),
+    (["study", "studies/bad-name.yaml"], "is not a usable study name"),
+    (["study", "studies/list.yaml"], "expected a mapping"),
+    (["study", "studies/bad-task.yaml"], "unknown task"),
+    (["study", "studies/tagged.yaml"], "not valid YAML"),
+    (["study", "studies/a-folder.yaml"], "not found"),
+    (["study", "assoc-recall", "--study-name", ""], "is not a usable name"),
+    (["study", "assoc-recall", "--study-name", "../../escaped"], "is not a usable name"),
+    (["study", "assoc-recall", "--gpu", "v100"], "no V100 on this machine"),
+    (["study", "assoc-recall", "--gpu", "x900"], "unknown GPU"),
+    (["study", "assoc-recall", "--preset", "huge"], "Invalid value for '--preset'"),
+    (["study", "assoc-recall", "--trials", "0"], "Invalid value for '--trials'"),
+    (["study", "assoc-recall", "--max-concurrent", "0"], "Invalid value for '--max-concurrent'"),
+    (["study", "assoc-recall", "--storage", "sqlite:///junk.db"], "is not an SQLite database"),
+    (["study", "assoc-recall", "--storage", "sqlite:///other.db", "--gpu", "h100"], "no H100 on this machine"),
+    (["study", "lra-image"], "lra-image needs its data"),
+    (["study", "enwik8", "--data", "data/missing.zip"], "no data set at"),
+    (["study", "enwik8", "--data", "data/folder"], "is a folder"),
+    (["study", "enwik8", "--data", "data/nomember.zip"], "has no 'enwik8' member"),
+    # train: tasks, --set values, data, checkpoints
+    (["train", "nope"], "unknown task"),
+    (["train", "assoc-recall", "--preset", "huge"], "Invalid value for '--preset'"),
+    (["train", "assoc-recall", "--steps", "0"], "Invalid value for '--steps'"),
+    (["train", "assoc-recall", "--set", "lr=nan"], "lr: Input should be a finite number"),
+    (["train", "assoc-recall", "--set", "lr=-inf"], "lr: Input should be a finite number"),
+    (["train", "assoc-recall", "--set", "lr=!!python/object/apply:os.system ['touch PLANTED']"],
+     "is not a plain YAML value"),
+    (["train", "assoc-recall", "--set", "device=bogus"], "is not a device"),
+    (["train", "assoc-recall", "--set", "device=cuda"], "no CUDA device"),
+    (["train", "assoc-recall", "--set", "no_such_key=1"], "no_such_key"),
+    (["train", "assoc-recall", "--set", "=1"], "--set takes key=value"),
+    (["train", "assoc-recall", "--set", "lr"], "--set takes key=value"),
+    (["train", "assoc-recall", "--set", "model.dropout=1.5"], "model.dropout"),
+    (["train", "assoc-recall", "--set", "steps=0"], "steps"),
+    (["train", "assoc-recall", "--resume"], "--resume needs --checkpoint"),
+    (["train", "assoc-recall", "--checkpoint", "ckpt/planted.pt", "--resume"], "not a loadable tcnsearch checkpoint"),
+    (["train", "assoc-recall", "--checkpoint", "ckpt/text.pt", "--resume"], "not a loadable tcnsearch checkpoint"),
+    (["train", "assoc-recall", "--checkpoint", "ckpt/partial.pt", "--resume"], "not a tcnsearch checkpoint"),
+    (["train", "assoc-recall", "--checkpoint", "ckpt/list.pt", "--resume"], "not a tcnsearch checkpoint"),
+    (["train", "enwik8", "--data", "data/passwd.txt"], "too small for this run's splits"),
+    (["train", "enwik8", "--data", "data/nomember.zip"], "has no 'enwik8' member"),
+    (["train", "enwik8", "--data", "data/broken.zip"], "cannot be read"),
+    (["train", "enwik8", "--data", "data/folder"], "is a folder"),
+    # report and dashboard: reading commands create nothing
+    (["report", "nope"], "no study 'nope'"),
+    (["report", "kept", "--storage", "sqlite:///missing.db"], "no database at missing.db"),
+    (["report", "kept", "--storage", "sqlite:///other.db"], "holds no Optuna studies"),
+    (["report", "kept", "--storage", "sqlite:///junk.db"], "is not an SQLite database"),
+    (["dashboard", "--storage", "sqlite:///missing.db"], "no database at missing.db"),
+    (["dashboard", "--storage", "sqlite:///other.db"], "holds no Optuna studies"),
+    (["dashboard", "--port", "0"], "Invalid value for '--port'"),
+    # data
+    (["data", "prepare", "enwik8", "--data", "data/folder"], "is a folder"),
+    (["data", "prepare", "enwik8", "--data", "data/nomember.zip"], "has no 'enwik8' member"),
+    (["data", "prepare", "enwik8", "--data", "data/broken.zip"], "cannot be read"),
+    (["data", "prepare", "enwik8", "--data", "data/missing.zip"], "no data set at"),
+    (["data", "download", "nope"], "Invalid value for '{enwik8}'"),
+    (["data", "generate", "assoc-recall", "--out", "x.pt", "--examples", "0"], "Invalid value for '--examples'"),
+    # the command line itself
+    (["--no-such-flag"], "No such option"),
+    (["no-such-command"], "No such command"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(c[0])[:70])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, world, capsys, monkeypatch):
+    args, message, env = (*case, {})[:3]
+    monkeypatch.chdir(world)
+    monkeypatch.delenv("TCNSEARCH_STORAGE", raising=False)
+    monkeypatch.setenv("TCNSEARCH_DATA", str(world / "data" / "cache"))  # a cache that must stay absent
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    before = _snapshot(world)
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 2, (code, err[-500:])
+    assert message in err, err
+    assert err.count("\n") <= 2 and "Traceback" not in err + out
+    assert "s3cret-pw" not in err + out  # a password never reaches an output
+    assert _snapshot(world) == before  # no file changed, none created (no -wal, no cache entry, no report)
+
+
+def test_there_are_enough_bad_inputs():
+    assert len(CASES) >= 60
