@@ -8,6 +8,12 @@ no per-trial result files. The issue's figure for the bare path on this machine:
 
     python benchmarks/study_overhead.py                 # 16 trivial trials each
     python benchmarks/study_overhead.py --tiny-study    # also: tcnsearch study assoc-recall --preset tiny
+    python benchmarks/study_overhead.py --memory        # peak memory of the tiny study's processes
+
+--memory runs `tcnsearch study assoc-recall --preset tiny` as users do (a process of its own, a
+local Ray runtime) and samples its whole process tree every 0.2 s: the peak resident and
+proportional (PSS: shared pages split between the processes sharing them) memory of the driver,
+Ray's own processes and each trial worker, and the peak of their sum.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,12 +69,72 @@ def ours(trials: int, folder: Path) -> tuple[float, float]:
     return wall, result.elapsed_s
 
 
+def _role(proc) -> str:
+    """What a process of the study's tree is: the driver, a trial worker, or one of Ray's own."""
+    name, cmd = proc.name(), proc.cmdline()
+    if name in ("gcs_server", "raylet"):
+        return f"ray: {name}"
+    script = next((a.rsplit("/", 1)[-1] for a in cmd if a.endswith(".py")), "")
+    if any(a.endswith("default_worker.py") for a in cmd) or name.startswith("ray::"):
+        return "Ray worker (runs the trials)"
+    if any(a.endswith("/tcnsearch") for a in cmd[:2]):
+        return "driver (tcnsearch study)"
+    return f"ray: {script or name}"
+
+
+def memory(folder: Path) -> dict:
+    """Peak memory per process of a tiny study, sampled from outside (psutil)."""
+    import psutil
+
+    cli = str(Path(sys.executable).with_name("tcnsearch"))
+    proc = subprocess.Popen([cli, "study", "assoc-recall", "--preset", "tiny", "--storage",
+                             f"sqlite:///{folder / 'memory.db'}", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, cwd=folder)
+    root = psutil.Process(proc.pid)
+    peaks: dict[int, dict] = {}
+    total_rss = total_pss = 0
+    while proc.poll() is None:
+        rss = pss = 0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+                entry = peaks.setdefault(p.pid, {"role": _role(p), "rss": 0, "pss": 0})
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            entry["rss"], entry["pss"] = max(entry["rss"], info.rss), max(entry["pss"], info.pss)
+            rss, pss = rss + info.rss, pss + info.pss
+        total_rss, total_pss = max(total_rss, rss), max(total_pss, pss)
+        time.sleep(0.2)
+    proc.communicate()
+    by_role: dict[str, list] = {}
+    for e in peaks.values():
+        by_role.setdefault(e["role"], []).append((e["rss"] / 2**20, e["pss"] / 2**20))
+    return {"returncode": proc.returncode, "peak_total_rss_mb": total_rss / 2**20,
+            "peak_total_pss_mb": total_pss / 2**20,
+            "by_role": {r: {"processes": len(v), "peak_rss_mb_max": max(a for a, _ in v),
+                            "peak_pss_mb_max": max(b for _, b in v)} for r, v in sorted(by_role.items())}}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--tiny-study", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="only the tiny study's peak memory per process")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            mem = memory(Path(tmp))
+        if args.json:
+            print(json.dumps(mem))
+            return mem
+        print(f"tcnsearch study assoc-recall --preset tiny (exit {mem['returncode']}): peak of the sum over its "
+              f"processes {mem['peak_total_rss_mb']:.0f} MB resident, {mem['peak_total_pss_mb']:.0f} MB "
+              "proportional (shared pages split)")
+        print(f"{'process':<34}{'count':>6}{'peak RSS MB':>13}{'peak PSS MB':>13}")
+        for role, r in mem["by_role"].items():
+            print(f"{role:<34}{r['processes']:>6}{r['peak_rss_mb_max']:>13.0f}{r['peak_pss_mb_max']:>13.0f}")
+        return mem
     report: dict = {"trials": args.trials}
     with tempfile.TemporaryDirectory() as tmp:
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")

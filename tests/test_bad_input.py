@@ -224,3 +224,44 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, world, capsys
 
 def test_there_are_enough_bad_inputs():
     assert len(CASES) >= 60
+
+
+def test_a_read_only_database_is_refused_before_anything_is_measured(pg_url, capsys):
+    """A standby (or a database set read-only) is found at once, not after minutes of profiling."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN
+
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        assert main(["profile", "--storage", pg_url, "--lengths", "64", "--kernel-sizes", "3"]) == 2
+        err = capsys.readouterr().err
+        assert "is read-only" in err and err.count("\n") == 1
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+
+
+def test_an_empty_evaluation_set_is_an_error_not_a_score():
+    from tcnsearch.errors import UserError
+    from tcnsearch.models import ModelConfig, build_model
+    from tcnsearch.train import evaluate
+
+    model = build_model(ModelConfig(d_model=8, vocab_size=16, task="lm", chunk_size=8))
+    with pytest.raises(UserError, match="the evaluation set is empty"):
+        evaluate(model, iter([]))
+
+
+def test_a_stored_study_name_never_leaves_the_report_folder(tmp_path, monkeypatch, capsys):
+    """A name read back from a database (someone else's, say) becomes a safe file name."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(study_name="../../escaped", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1),
+                                                                         n_trials=2)
+    assert main(["report", "../../escaped", "--storage", url]) == 0
+    written = [p for p in tmp_path.rglob("*.html")]
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["dashboards/study-escaped.html"]
+    assert not (tmp_path.parent.parent / "escaped.html").exists()

@@ -2,6 +2,7 @@
 one advertising accelerator_type:V100) and the PostgreSQL server, with faults injected for real."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -71,6 +72,8 @@ def test_two_drivers_on_one_study_neither_duplicate_nor_lose_trials(cluster, pg_
     trials = stored_trials(pg_url, "shared")
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(6))
+    # Each driver counts the trials it ran, not the other's: together exactly the budget.
+    assert sum(json.loads(out)["ran"] for out, _ in outputs) == 6
 
 
 def test_a_killed_driver_then_resume_keeps_every_finished_trial(cluster, pg_url, tmp_path):
