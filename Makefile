@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint
+.PHONY: demo test services bench lint
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,22 @@ demo: $(BIN)/.installed  ## the main job on embedded defaults: profile, a small 
 	$(BIN)/tcnsearch report assoc-recall-tiny
 	@echo "Browse the study: $(BIN)/tcnsearch dashboard   (then open http://127.0.0.1:8080)"
 
-test: $(BIN)/.installed  ## the test suite
+test: $(BIN)/.installed services  ## the test suite
 	$(BIN)/python -m pytest -q
+
+# What the tests talk to for real: the local PostgreSQL server (started if it is installed and down)
+# and Debian's Chromium for the dashboard tests (installed if missing and this user may). Whatever
+# cannot be had here is skipped by the tests that need it, with the reason in pytest's summary.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+services:
+	@if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	    $(SUDO) pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql | tail -n 1)" main start \
+	    || echo "make: could not start PostgreSQL; its tests will be skipped"; fi
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium for the dashboard tests"; \
+	    ($(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 \
+	     || ($(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1)) \
+	    || echo "make: could not install chromium; the dashboard tests will be skipped"; fi
 
 bench: $(BIN)/.installed  ## every benchmark
 	$(BIN)/python benchmarks/ops.py

@@ -15,6 +15,7 @@ import click
 
 from tcnsearch import __version__
 from tcnsearch._names import file_name
+from tcnsearch._quiet import quiet_third_party
 from tcnsearch.errors import UserError
 
 
@@ -151,22 +152,21 @@ def _ci(row: dict, key: str) -> str:
 
 def _print_profile(result, report: Path) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from tcnsearch._tables import Col, print_table
 
     spec = result.spec
-    table = Table(title=f"{spec.level}-level profile on {result.device.device_name}, {result.device.backend} "
-                        f"(survives: {'train' if spec.mode == 'train' else 'fwd'} interval >= {spec.min_speedup}x "
-                        "at every length)")
-    for col in ("K,f,D,B", "R", "decision", "fwd speedup [95% CI]", "train speedup [95% CI]", "pairs"):
-        table.add_column(col, justify="left" if col in ("K,f,D,B", "decision") else "right")
-    shown = result.survivors + result.undecided
-    for r in shown:
-        decided = r["decision"] + (" (pred.)" if r["source"] == "predicted" else "")
-        table.add_row(f"{r['kernel_size']},{r['dilation_factor']},{r['depth']},{r['per_block']}",
-                      str(r["receptive_field"]), decided, _ci(r, "speedup_fwd"), _ci(r, "speedup_fwdbwd"),
-                      str(r["n_pairs"]))
+    train_mode = spec.mode == "train"
+    cols = [Col("K,f,D,B"), Col("R", right=True, drop=3), Col("decision"),
+            Col("fwd x [95% CI]", right=True, drop=0 if not train_mode else 2),
+            Col("train x [95% CI]", right=True, drop=2 if not train_mode else 0), Col("pairs", right=True, drop=1)]
+    rows = [[f"{r['kernel_size']},{r['dilation_factor']},{r['depth']},{r['per_block']}", str(r["receptive_field"]),
+             r["decision"] + (" (pred.)" if r["source"] == "predicted" else ""), _ci(r, "speedup_fwd"),
+             _ci(r, "speedup_fwdbwd"), str(r["n_pairs"])] for r in result.survivors + result.undecided]
     console = Console()
-    console.print(table)
+    print_table(f"{spec.level}-level profile on {result.device.device_name}, {result.device.backend} "
+                f"(survives: {'train' if train_mode else 'fwd'} interval >= {spec.min_speedup}x at every length)",
+                cols, rows, console)
     if result.device.is_fallback:
         console.print("[yellow]warning:[/] the native TCN kernel could not be built here (no C compiler?): these "
                       "are the PyTorch fallback's timings, stored under a fingerprint of their own")
@@ -179,9 +179,7 @@ def _print_profile(result, report: Path) -> None:
 
 
 def _list_profiles(storage, as_json) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from tcnsearch._tables import Col, print_table
     from tcnsearch.profile import LatencyTable
     from tcnsearch.storage import create_engine
 
@@ -190,15 +188,17 @@ def _list_profiles(storage, as_json) -> int:
     if as_json:
         _emit_json(rows)
         return 0
-    table = Table(title="Stored profiles")
-    for col in ("device", "software", "level", "shape B x C x L", "structures", "pairs", "failed", "last measured"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["device_name"], f"{r['backend']}, {r['threads']} threads, torch {r['torch_version']}, "
-                                        f"CUDA {r['cuda_version']}, {r['dtype']}", r["level"],
-                      f"{r['batch']} x {r['channels']} x {r['length']}{' bidir' if r['bidirectional'] else ''}",
-                      str(r["tcn"]), str(r["pairs"] or 0), str(r["failed"]), str(r["last"])[:16])
-    Console().print(table if rows else "nothing stored yet: run `tcnsearch profile`")
+    if not rows:
+        click.echo("nothing stored yet: run `tcnsearch profile`")
+        return 0
+    cols = [Col("device"), Col("software", flex=True, drop=2), Col("level"), Col("B x C x L"),
+            Col("TCNs", right=True), Col("pairs", right=True, drop=3), Col("failed", right=True, drop=4),
+            Col("last measured", drop=1)]
+    print_table("Stored profiles", cols, [
+        [r["device_name"], f"{r['backend']}, {r['threads']} threads, torch {r['torch_version']}, "
+                           f"CUDA {r['cuda_version']}, {r['dtype']}", r["level"],
+         f"{r['batch']} x {r['channels']} x {r['length']}{' bidir' if r['bidirectional'] else ''}", str(r["tcn"]),
+         str(r["pairs"] or 0), str(r["failed"]), str(r["last"])[:16]] for r in rows])
     return 0
 
 
@@ -244,7 +244,9 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
 
 
 @cli.command("study")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the study files NAME can name (./studies, then the "
+                                                         "shipped ones) and run nothing.")
 @click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="tiny", show_default=True,
               help="tiny: seconds per trial on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes.")
 @STORAGE_OPTION
@@ -262,20 +264,33 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: the study file's).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
               help="enwik8: a local enwik8.zip or enwik8 (default: download once); LRA: the lra_release folder.")
+@click.option("--sampler", type=click.Choice(["tpe", "gp", "random", "nsga2", "grid"]),
+              help="The Optuna sampler (default: the study file's sampler:, else multivariate TPE).")
+@click.option("--enqueue", multiple=True, metavar="paper|K,f,D,B",
+              help="Train these structures first: 'paper' (TCNCA's K 17, B 1, D 4 and 3, f covering the length) "
+                   "or K,f,D,B (repeatable).")
+@click.option("--warm-start", metavar="STUDY", help="Seed a new study with the finished trials of STUDY (same "
+                                                    "database) where their spaces agree.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def study_command(name, preset, storage, trials, gpu, ray_address, resume, multi_objective, study_name,
-                  max_concurrent, data_path, as_json):
+def study_command(name, list_only, preset, storage, trials, gpu, ray_address, resume, multi_objective, study_name,
+                  max_concurrent, data_path, sampler, enqueue, warm_start, as_json):
     """Train TCNCA models drawn from the profile's survivors; every trial lands in the Optuna study.
 
-    NAME is a file in studies/ (without .yaml) or a path to one. The profile runs first where the
-    latency table lacks it.
+    NAME is a shipped study (tcnsearch study --list), a file in ./studies (without .yaml) or a path
+    to a study file. The profile runs first where the latency table lacks it.
     """
     from tcnsearch.search import run_study
+
+    if list_only:
+        return _list_studies(as_json)
+    if name is None:
+        raise click.UsageError("Missing argument 'NAME': a study name (tcnsearch study --list) or a study file")
 
     result = run_study(name, preset=preset, storage=storage, trials=trials, gpu=gpu.lower(),
                        ray_address=ray_address, resume=resume, multi_objective=multi_objective,
                        study_name=study_name, max_concurrent=max_concurrent, progress=not as_json,
-                       data_path=str(data_path) if data_path else None)
+                       data_path=str(data_path) if data_path else None, sampler=sampler, enqueue=list(enqueue),
+                       warm_start=warm_start)
     if as_json:
         _emit_json(result.to_json())
     else:
@@ -288,28 +303,52 @@ def study_command(name, preset, storage, trials, gpu, ray_address, resume, multi
     return 0
 
 
-def _print_study(result) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _list_studies(as_json: bool) -> int:
+    from tcnsearch._tables import Col, print_table
+    from tcnsearch.search.spec import list_studies
 
-    table = Table(title=f"Study {result.study_name} ({result.task}, preset {result.preset}) on {result.device}")
-    for col in ("#", "state", "TCN", "R", "latency ms", *result.metric_names[:1], "params", "note"):
-        table.add_column(col, justify="right" if col not in ("state", "TCN", "note") else "left")
+    studies = list_studies()
+    if as_json:
+        _emit_json(studies)
+        return 0
+    print_table("Studies (tcnsearch study NAME)", [Col("NAME"), Col("task", drop=2), Col("from", drop=1),
+                                                   Col("description", flex=True)],
+                [[s["name"], s["task"], s["origin"], s["description"]] for s in studies])
+    return 0
+
+
+def _print_study(result, console=None) -> None:
+    from rich.console import Console
+
+    from tcnsearch._tables import Col, print_table
+
+    metric = result.metric_names[0]
+    cols = [Col("#", right=True), Col("state"), Col("TCN"), Col("R", right=True, drop=3),
+            Col("latency ms", right=True, drop=2), Col(metric, right=True), Col("params", right=True, drop=4),
+            Col("note", flex=True, drop=1)]
     best = {b["number"] for b in result.best}
+    rows = []
     for t in result.trials:
-        value = f"{t['values'][0]:.4f}" if t["values"] else "-"
+        if "infeasible" in t or "warm_start_from" in t:
+            continue  # never trained here: counted below
         searched = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()
                              if k not in ("tcn", "K", "f", "D", "B"))
-        note = t.get("fail_reason") or searched
-        table.add_row(f"{t['number']}{' *' if t['number'] in best else ''}", t["state"],
-                      str(t["params"].get("tcn", "-")), str(t.get("receptive_field", "-")),
-                      f"{t['latency_ms']:.3g}" if "latency_ms" in t else "-", value,
-                      f"{t.get('num_parameters', '-')}", note)
-    console = Console()
-    console.print(table)
+        rows.append([f"{t['number']}{' *' if t['number'] in best else ''}", t["state"],
+                     str(t.get("tcn", t["params"].get("tcn", "-"))), str(t.get("receptive_field", "-")),
+                     f"{t['latency_ms']:.3g}" if "latency_ms" in t else "-",
+                     f"{t['values'][0]:.4f}" if t["values"] else "-", f"{t.get('num_parameters', '-')}",
+                     t.get("fail_reason") or searched])
+    console = console or Console()
+    print_table(f"Study {result.study_name} ({result.task}, preset {result.preset}) on {result.device}", cols, rows,
+                console)
     for note in result.warnings:
         console.print(f"[yellow]warning:[/] {note}")
-    counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n and s not in ("INFEASIBLE", "WARM_START"))
+    apart = [f"{result.counts[k]} {what}" for k, what in (("INFEASIBLE", "proposals outside the survivors or the "
+                                                                         "budget, never trained"),
+                                                          ("WARM_START", "trials copied by the warm start"))
+             if result.counts.get(k)]
+    counts += f" ({'; '.join(apart)})" if apart else ""
     console.print(f"{counts}; this run: {result.ran} trial(s), {result.elapsed_s:.1f} s; {result.survivors} TCN "
                   f"structures survived the profile. Stored in {result.storage}. * best. Browse: tcnsearch "
                   f"dashboard --storage {result.storage}")
@@ -407,6 +446,7 @@ def _report_data(dataset: str, path: Path, as_json: bool, **extra) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input becomes one line on stderr and exit code 2, never a traceback."""
+    quiet_third_party()
     try:
         result = cli.main(args=argv, prog_name="tcnsearch", standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -61,6 +61,10 @@ def world(tmp_path_factory):
     (studies / "bad-task.yaml").write_text(_study(SMALL | {"task": "../../etc"}))
     (studies / "bad-level.yaml").write_text(_study(SMALL | {"profile": {"level": "kernel"}}))
     (studies / "tagged.yaml").write_text("task: !!python/object/apply:os.system ['echo hi']\n")
+    (studies / "sampler-option.yaml").write_text(_study(SMALL | {"sampler": {"type": "random", "multivariate": True}}))
+    (studies / "sampler-unknown.yaml").write_text(_study(SMALL | {"sampler": {"type": "cmaes"}}))
+    (studies / "grid-range.yaml").write_text(_study(SMALL | {"sampler": {"type": "grid"}}))
+    (studies / "budget-zero.yaml").write_text(_study(SMALL | {"objective": {"metric": "loss", "max_latency_ms": 0}}))
     (studies / "a-folder.yaml").mkdir()
     data = root / "data"
     data.mkdir()
@@ -155,6 +159,15 @@ CASES = [
     (["study", "assoc-recall", "--max-concurrent", "0"], "Invalid value for '--max-concurrent'"),
     (["study", "assoc-recall", "--storage", "sqlite:///junk.db"], "is not an SQLite database"),
     (["study", "assoc-recall", "--storage", "sqlite:///other.db", "--gpu", "h100"], "no H100 on this machine"),
+    (["study", "studies/sampler-option.yaml"], "multivariate is not an option of the random sampler"),
+    (["study", "studies/sampler-unknown.yaml"], "sampler.type"),
+    (["study", "studies/grid-range.yaml"], "the grid sampler needs choices"),
+    (["study", "studies/budget-zero.yaml"], "objective.max_latency_ms"),
+    (["study", "assoc-recall", "--sampler", "cmaes"], "Invalid value for '--sampler'"),
+    (["study", "assoc-recall", "--enqueue", "5,4"], "give 'paper' or a structure as K,f,D,B"),
+    (["study", "assoc-recall", "--warm-start", "nope"], "--warm-start 'nope': no such study"),
+    (["study", "assoc-recall", "--warm-start", "kept"], "warm-start from a study with the same objective"),
+    (["study", "assoc-recall", "--warm-start", "kept", "--storage", "sqlite:///missing.db"], "no such study"),
     (["study", "lra-image"], "lra-image needs its data"),
     (["study", "enwik8", "--data", "data/missing.zip"], "no data set at"),
     (["study", "enwik8", "--data", "data/folder"], "is a folder"),
@@ -173,6 +186,8 @@ CASES = [
     (["train", "assoc-recall", "--set", "=1"], "--set takes key=value"),
     (["train", "assoc-recall", "--set", "lr"], "--set takes key=value"),
     (["train", "assoc-recall", "--set", "model.dropout=1.5"], "model.dropout"),
+    (["train", "assoc-recall", "--set", "model.activation_dropout=1.5"], "model.activation_dropout"),
+    (["train", "assoc-recall", "--set", "model.ema_truncation=0"], "model.ema_truncation"),
     (["train", "assoc-recall", "--set", "steps=0"], "steps"),
     (["train", "assoc-recall", "--resume"], "--resume needs --checkpoint"),
     (["train", "assoc-recall", "--checkpoint", "ckpt/planted.pt", "--resume"], "not a loadable tcnsearch checkpoint"),

@@ -14,7 +14,13 @@ mixer is shared code, so the two compare fairly. With D = d_model, Z = z_dim, H 
     h  = dropout(silu(hx + (o * r) W_h + b_h))
     Y  = R + phi * (h - R);  Y = norm(Y) if postnorm
 
-Each layer is followed by a normalized feed-forward block. TCNCA-simple (Fig. A2) is
+Each layer is followed by a normalized feed-forward block, x + dropout(W2 dropout_a(silu(W1 norm(x)))).
+
+Dropouts, named and placed as in MEGA's code (fairseq `MovingAverageGatedAttention` and
+`NormalizedFeedForwardNetwork`, which MEGA builds with `hidden_dropout=activation_dropout`):
+`dropout` on the embedding, the mixer's output x', the gated output h and the FFN's output;
+`hidden_dropout` (dropout_h) on the values v; `attention_dropout` on the attention weights;
+`activation_dropout` (dropout_a) on the FFN's hidden activation. TCNCA-simple (Fig. A2) is
 x + TCN, then x + attention, then x + FFN; TCN-MLP drops the attention and keeps the mixer.
 Heads: a byte-level language model (tied embeddings), a classifier (mean pooling) and the
 Retrieval head over two documents, [u, v, u - v, u * v].
@@ -64,11 +70,17 @@ class ModelConfig(BaseModel):
     rel_pos: Literal["simple", "rotary"] | None = "simple"
     norm: Literal["layernorm", "scalenorm", "batchnorm"] = "layernorm"
     prenorm: bool = True
+    # Where each dropout acts: the module docstring (MEGA's names and places).
     dropout: float = Field(default=0.0, ge=0, lt=1)
     attention_dropout: float = Field(default=0.0, ge=0, lt=1)
-    hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
+    hidden_dropout: float = Field(default=0.0, ge=0, lt=1, description="on the gated unit's values v")
+    activation_dropout: float = Field(default=0.0, ge=0, lt=1, description="on the FFN's hidden activation")
+    final_norm_affine: bool = Field(default=True, description="learned scale/shift in the final norm before the "
+                                    "head (pre-norm models; post-norm ones have none)")
     tcn: TCNConfig = Field(default_factory=TCNConfig)
     ema_dim: int = Field(default=16, ge=1)
+    ema_truncation: int | None = Field(default=None, ge=1, description="most EMA kernel taps (MEGA's "
+                                       "truncation); None: the whole sequence. The TCN ignores it")
     max_length: int = Field(default=4096, ge=1, description="longest input (embedding of positions is relative)")
 
     @model_validator(mode="after")
@@ -88,15 +100,16 @@ class ModelConfig(BaseModel):
 
 
 class ScaleNorm(nn.Module):
-    """x / rms(x) * g, one learned scalar g (MEGA's ScaleNorm)."""
+    """x / rms(x) * g, one learned scalar g (MEGA's ScaleNorm); without `affine`, no g."""
 
-    def __init__(self, eps: float = 1e-5):
+    def __init__(self, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.eps = eps
-        self.scalar = nn.Parameter(torch.ones(1))
+        self.scalar = nn.Parameter(torch.ones(1)) if affine else None
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.scalar
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x if self.scalar is None else x * self.scalar
 
 
 class SequenceBatchNorm(nn.BatchNorm1d):
@@ -106,9 +119,11 @@ class SequenceBatchNorm(nn.BatchNorm1d):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-def make_norm(kind: str, dim: int) -> nn.Module:
-    return {"layernorm": lambda: nn.LayerNorm(dim), "scalenorm": ScaleNorm,
-            "batchnorm": lambda: SequenceBatchNorm(dim)}[kind]()
+def make_norm(kind: str, dim: int, affine: bool = True) -> nn.Module:
+    """The norm `kind` over the last dim; `affine=False` drops its learned scale and shift (MEGA's SequenceNorm)."""
+    return {"layernorm": lambda: nn.LayerNorm(dim, elementwise_affine=affine),
+            "scalenorm": lambda: ScaleNorm(affine=affine),
+            "batchnorm": lambda: SequenceBatchNorm(dim, affine=affine)}[kind]()
 
 
 def _linear(i: int, o: int) -> nn.Linear:
@@ -128,7 +143,8 @@ class Mixer(nn.Module):
             self.seq: nn.Module = TCN(cfg.d_model, t.kernel_size, t.dilation_factor, t.depth, t.per_block,
                                       causal=cfg.causal, activation=t.activation)
         else:
-            self.seq = MultiHeadEMA(cfg.d_model, ndim=cfg.ema_dim, bidirectional=not cfg.causal)
+            self.seq = MultiHeadEMA(cfg.d_model, ndim=cfg.ema_dim, bidirectional=not cfg.causal,
+                                    truncation=cfg.ema_truncation)
         self.omega = nn.Parameter(torch.randn(cfg.d_model))
 
     def forward(self, x, padding_mask=None):
@@ -140,19 +156,23 @@ class Mixer(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """MEGA's normalized feed-forward block: x + dropout(W2 dropout_h(silu(W1 norm(x))))."""
+    """MEGA's normalized feed-forward block: x + dropout(W2 dropout_a(silu(W1 norm(x)))).
+
+    dropout_a is `activation_dropout`: MEGA builds this block with `hidden_dropout=args.activation_dropout`,
+    so the gated unit's `hidden_dropout` never reaches it.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.fc1, self.fc2 = _linear(cfg.d_model, cfg.ffn_dim), _linear(cfg.ffn_dim, cfg.d_model)
-        self.prenorm, self.dropout, self.hidden_dropout = cfg.prenorm, cfg.dropout, cfg.hidden_dropout
+        self.prenorm, self.dropout, self.activation_dropout = cfg.prenorm, cfg.dropout, cfg.activation_dropout
 
     def forward(self, x):
         residual = x
         if self.prenorm:
             x = self.norm(x)
-        x = F.dropout(F.silu(self.fc1(x)), self.hidden_dropout, self.training)
+        x = F.dropout(F.silu(self.fc1(x)), self.activation_dropout, self.training)  # (B, L, FFN)
         x = residual + F.dropout(self.fc2(x), self.dropout, self.training)
         return x if self.prenorm else self.norm(x)
 
@@ -297,7 +317,9 @@ class SequenceModel(nn.Module):
                 blocks.append(MixerBlock(cfg))
             blocks.append(FeedForward(cfg))
         self.blocks = nn.ModuleList(blocks)
-        self.final_norm = make_norm(cfg.norm, d) if cfg.prenorm else nn.Identity()
+        # Pre-norm leaves the residual stream unnormalised: one last norm before the head (MEGA's
+        # final_norm; its enwik8 recipe drops the affine part, --no-affine-final-norm).
+        self.final_norm = make_norm(cfg.norm, d, affine=cfg.final_norm_affine) if cfg.prenorm else nn.Identity()
         if cfg.task == "classify":
             self.head = _linear(d, cfg.num_classes)
         elif cfg.task == "retrieval":

@@ -11,12 +11,13 @@ from tcnsearch.ops.attention import (
     chunked_attention,
     laplace,
 )
-from tcnsearch.ops.ema import MultiHeadEMA
+from tcnsearch.ops.ema import EMAState, MultiHeadEMA
 from tcnsearch.ops.tcn import TCN, TCNState, receptive_field
 
 __all__ = [
     "TCN",
     "ChunkedAttention",
+    "EMAState",
     "MultiHeadEMA",
     "RotaryRelativePositionalBias",
     "SimpleRelativePositionalBias",

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import html
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -59,28 +61,43 @@ def speedup_heatmaps(result: ProfileResult) -> go.Figure:
     return fig
 
 
-def latency_vs_receptive_field(result: ProfileResult) -> go.Figure:
-    key, label = _metric(result)
+DECISION_COLORS = {"survivor": "#1f77b4", "undecided": "#ff7f0e", "rejected": "#bbbbbb"}
+SOURCE_SYMBOLS = {"measured": "circle", "predicted": "circle-open"}
+
+
+def speedup_scatter(result: ProfileResult, x: Callable[[dict], object], label: Callable[[dict], str] | None = None
+                    ) -> go.Figure:
+    """Each structure that ran, at `x(row)`, against its speedup with the 95% interval as error bars: one
+    trace per (decision, source), colored by decision, filled if measured and open if predicted, and
+    `min_speedup` as a dashed line. `label(row)` names the structure in the hover text (default K, f, D, B)."""
+    key, metric = _metric(result)
+    label = label or (lambda r: f"K={r['kernel_size']} f={r['dilation_factor']} D={r['depth']} B={r['per_block']}")
     ok = [r for r in result.candidates if r["ok"]]
     fig = go.Figure()
-    colors = {"survivor": "#1f77b4", "undecided": "#ff7f0e", "rejected": "#bbbbbb"}
-    for decision, color in colors.items():
-        for source, symbol in (("measured", "circle"), ("predicted", "circle-open")):
+    for decision, color in DECISION_COLORS.items():
+        for source, symbol in SOURCE_SYMBOLS.items():
             group = [r for r in ok if r["decision"] == decision and r["source"] == source]
             if not group:
                 continue
             fig.add_trace(go.Scatter(
-                x=[r["receptive_field"] for r in group], y=[r[key] for r in group], mode="markers",
+                x=[x(r) for r in group], y=[r[key] for r in group], mode="markers",
                 name=f"{decision}, {source}", marker={"color": color, "size": 9, "symbol": symbol},
                 error_y={"type": "data", "symmetric": False, "array": [r[f"{key}_ci"][1] - r[key] for r in group],
                          "arrayminus": [r[key] - r[f"{key}_ci"][0] for r in group], "thickness": 1},
-                text=[f"K={r['kernel_size']} f={r['dilation_factor']} D={r['depth']} B={r['per_block']}<br>"
+                text=[f"{label(r)} R={r['receptive_field']}<br>"
                       f"95% CI [{r[f'{key}_ci'][0]:.2f}, {r[f'{key}_ci'][1]:.2f}]" for r in group],
-                hovertemplate="%{text}<br>R=%{x}<br>%{y:.2f}x<extra></extra>"))
-    fig.add_hline(y=result.spec.min_speedup, line_dash="dash",
-                  annotation_text=f"min speedup {result.spec.min_speedup}x")
+                hovertemplate=f"%{{text}}<br>%{{y:.2f}}x ({decision}, {source})<extra></extra>"))
+    fig.add_hline(y=result.spec.min_speedup, line_dash="dash")
+    # Not add_hline's annotation_text: on a log axis plotly.js reads an annotation's y as log10(y).
+    fig.add_annotation(text=f"min speedup {result.spec.min_speedup:g}x", xref="paper", x=1, xanchor="right",
+                       yref="y", y=math.log10(result.spec.min_speedup), yanchor="bottom", showarrow=False)
+    fig.update_yaxes(type="log", title_text=f"{metric} speedup over the EMA")
+    return fig
+
+
+def latency_vs_receptive_field(result: ProfileResult) -> go.Figure:
+    fig = speedup_scatter(result, lambda r: r["receptive_field"])
     fig.update_xaxes(type="log", title_text="receptive field R")
-    fig.update_yaxes(type="log", title_text=f"{label} speedup over the EMA")
     fig.update_layout(title=f"Receptive field vs {result.spec.level}-level speedup (the least over lengths)")
     return fig
 

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from tcnsearch.errors import UserError
 from tcnsearch.search import LATENCY, open_storage
+from tcnsearch.search._study import INFEASIBLE, WARM_START, trained
 from tcnsearch.storage import masked, resolve_url
 
 
@@ -51,16 +52,46 @@ def pareto_front(points: list[tuple[float, float]], maximize_first: bool) -> lis
 def objective_vs_latency(study: optuna.Study) -> go.Figure:
     metric = (study.metric_names or [study.user_attrs.get("objective", {}).get("metric", "objective")])[0]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if LATENCY in t.user_attrs]
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if LATENCY in t.user_attrs and trained(t)]
     points = [(t.values[0], t.user_attrs[LATENCY]) for t in done]
     front = sorted(pareto_front(points, maximize), key=lambda i: points[i][1])
     fig = go.Figure()
     fig.add_scatter(x=[p[1] for p in points], y=[p[0] for p in points], mode="markers", name="complete trials",
-                    text=[f"trial {t.number}: {t.params.get('tcn')}" for t in done], hoverinfo="text+x+y")
+                    text=[f"trial {t.number}: {_tcn(t)}" for t in done], hoverinfo="text+x+y")
     fig.add_scatter(x=[points[i][1] for i in front], y=[points[i][0] for i in front], mode="lines+markers",
                     name="Pareto front", line={"shape": "hv"})
     fig.update_layout(title=f"{metric} against the TCN's profiled latency", xaxis_title="TCN latency (ms)",
                       yaxis_title=metric)
+    return fig
+
+
+def _tcn(t: optuna.trial.FrozenTrial) -> str:
+    return t.user_attrs.get("tcn") or t.params.get("tcn", "?")  # tcnsearch 0.2 drew it as a parameter
+
+
+def feasibility_figure(study: optuna.Study) -> go.Figure:
+    """Every proposal by trial number and profiled latency: trained (feasible) apart from those never
+    trained because they were outside the survivors or over the latency budget (infeasible)."""
+    survivors = {r["label"]: r for r in study.user_attrs.get("survivors", [])}
+    trials = [t for t in study.get_trials(deepcopy=False) if WARM_START not in t.user_attrs]
+    fig = go.Figure()
+    for name, group, marker in (
+            ("trained (feasible)", [t for t in trials if INFEASIBLE not in t.user_attrs], {"symbol": "circle"}),
+            ("never trained (infeasible)", [t for t in trials if INFEASIBLE in t.user_attrs],
+             {"symbol": "x", "color": "grey"})):
+        known = [t for t in group if _tcn(t) in survivors]
+        fig.add_scatter(x=[t.number for t in known], y=[survivors[_tcn(t)][LATENCY] for t in known], mode="markers",
+                        name=f"{name}: {len(group)}", marker=marker,
+                        text=[f"trial {t.number}: {_tcn(t)}" + (f" ({t.user_attrs[INFEASIBLE]})"
+                                                                if INFEASIBLE in t.user_attrs else "") for t in known],
+                        hoverinfo="text+y")
+    budget = study.user_attrs.get("objective", {}).get("max_latency_ms")
+    if budget:
+        fig.add_hline(y=budget, line_dash="dash", annotation_text=f"max_latency_ms {budget}")
+    outside = sum(1 for t in trials if INFEASIBLE in t.user_attrs and _tcn(t) not in survivors)
+    fig.update_layout(title=f"Proposals, trained and never trained ({outside} outside the survivors, no latency to "
+                            "show)", xaxis_title="trial", yaxis_title="TCN latency (ms)")
     return fig
 
 
@@ -75,7 +106,7 @@ def survivors_figure(study: optuna.Study) -> go.Figure:
                     error_y={"type": "data", "symmetric": False,
                              "array": [hi - r[key] for r, (_, hi) in zip(rows, ci, strict=True)],
                              "arrayminus": [r[key] - lo for r, (lo, _) in zip(rows, ci, strict=True)]})
-    tried = {t.params.get("tcn") for t in study.get_trials(deepcopy=False)}
+    tried = {_tcn(t) for t in study.get_trials(deepcopy=False) if trained(t)}
     level = study.user_attrs.get("profile_level", "op")
     fig.update_layout(title=f"The profile's {len(rows)} survivors on {study.user_attrs.get('device', '?')}, "
                             f"{level} level (speedup over MEGA's EMA with its 95% interval; "
@@ -93,12 +124,15 @@ def study_figures(study: optuna.Study) -> list[go.Figure]:
     else:
         figures.append(vis.plot_pareto_front(study, target_names=study.metric_names))
     figures.append(objective_vs_latency(study))
+    figures.append(feasibility_figure(study))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) >= 2:
         target = None if single else (lambda t: t.values[0])
+        target_name = (study.metric_names or ["objective"])[0]
         with contextlib.suppress(ValueError, RuntimeError):  # e.g. every finished trial has the same params
-            figures.append(vis.plot_param_importances(study, target=target))
-        figures.append(vis.plot_parallel_coordinate(study, target=target))
+            figures.append(vis.plot_param_importances(study, target=target, target_name=target_name,
+                                                      evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+        figures.append(vis.plot_parallel_coordinate(study, target=target, target_name=target_name))
     figures.append(survivors_figure(study))
     return figures
 

@@ -27,8 +27,9 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from tcnsearch.search._study import DERIVED, FAIL_REASON, budget_lock, occupied, retry_later, retrying
-from tcnsearch.search.spec import TCN_PARAM, StudySpec
+from tcnsearch.search._structure import Proposer, StructureSpace
+from tcnsearch.search._study import FAIL_REASON, budget_lock, occupied, retry_later, retrying
+from tcnsearch.search.spec import StudySpec
 
 
 class StudySearcher(Searcher):
@@ -37,25 +38,27 @@ class StudySearcher(Searcher):
     Args:
         study: the Optuna study (on an RDBStorage with heartbeats).
         spec: the study spec; its space and objective.
-        survivors: the profile's survivors, frozen in the study when it was created.
+        space: the structures (K, f, D, B) the sampler may propose and those it may train.
         target: finished trials the study should hold.
         multi_objective: minimise the objective and the TCN's profiled latency together.
     """
 
-    def __init__(self, study: optuna.Study, spec: StudySpec, survivors: list[dict], target: int,
+    def __init__(self, study: optuna.Study, spec: StudySpec, space: StructureSpace, target: int,
                  multi_objective: bool, latency_key: str, engine=None):
         metric, mode = spec.objective.metric, spec.objective.mode
         super().__init__(metric=metric, mode=mode)
         self.study, self.spec, self.target, self.engine = study, spec, target, engine
         # How long to wait for another driver's running trials (they finish, or go stale and come back).
         self.patience_s, self.waiting_since = 10 * 3 * spec.heartbeat_s + 60, None
-        self.survivors = {s["label"]: s for s in survivors}
+        self.proposer = Proposer(study, space)
         self.multi_objective, self.latency_key = multi_objective, latency_key
         self.trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
         self.last: dict[str, dict] = {}
         self.tune_trials: dict = {}  # Tune trial id -> Tune Trial, filled by the runner's callback
         self.lock = threading.Lock()  # the heartbeat thread reads `trials`
         self.finished = 0  # trials this driver brought to an end (other drivers' are not ours to count)
+        self.outcomes = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}  # this driver's, for the progress line
+        self.best: tuple[float, int] | None = None  # (value, trial number) of this driver's best, single-objective
 
     # -- Tune's side ----------------------------------------------------------------------------
 
@@ -75,14 +78,14 @@ class StudySearcher(Searcher):
                 if others and time.monotonic() - self.waiting_since < self.patience_s:
                     return None
                 return Searcher.FINISHED
-            trial = self.study.ask()
+            if isinstance(self.study.sampler, optuna.samplers.GridSampler) and \
+                    self.study.sampler.is_exhausted(self.study):
+                return Searcher.FINISHED
+            trial, chosen, values = self.proposer.ask(
+                lambda trial: {key: param.suggest(trial, key) for key, param in self.spec.space.items()})
             # Beat at once: a trial without any heartbeat can never be found stale if we die now.
             self.study._storage.record_heartbeat(trial._trial_id)
         self.waiting_since = None
-        values = {key: param.suggest(trial, key) for key, param in self.spec.space.items()}
-        label = trial.suggest_categorical(TCN_PARAM, list(self.survivors))
-        chosen = self.survivors[label]
-        self._record_structure(trial, chosen)
         for key in ("latency_ms", "receptive_field", "tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms",
                     "speedup_fwd", "speedup_fwdbwd", "speedup_fwd_ci", "speedup_fwdbwd_ci", "device", "level",
                     "source", "decision"):
@@ -127,17 +130,24 @@ class StudySearcher(Searcher):
         self.finished += bool(error or last)
         if error:
             self._fail(trial, self._error_message(trial_id))
+            self.outcomes["FAIL"] += 1
         elif last.get("final"):
             values = [float(last[self.metric])]
             if self.multi_objective:
                 values.append(float(trial.user_attrs[self.latency_key]))
             if not all(math.isfinite(v) for v in values):
                 self._fail(trial, f"non-finite final {self.metric}")
+                self.outcomes["FAIL"] += 1
             else:
                 self.study.tell(trial, values if self.multi_objective else values[0])
+                self.outcomes["COMPLETE"] += 1
+                sign = 1 if self.mode == "min" else -1
+                if self.best is None or sign * values[0] < sign * self.best[0]:
+                    self.best = (values[0], trial.number)
         elif last:
             # Stopped before its last step with no error: the scheduler pruned it.
             self.study.tell(trial, state=TrialState.PRUNED)
+            self.outcomes["PRUNED"] += 1
         else:
             self._fail(trial, "stopped before its first evaluation", retry=True)
 
@@ -197,15 +207,6 @@ class StudySearcher(Searcher):
         # Ray wraps the exception in its traceback; the last line is the exception itself.
         return lines[-1] if lines else type(error).__name__
 
-    @staticmethod
-    def _record_structure(trial: optuna.Trial, chosen: dict) -> None:
-        """K, f, D, B as parameters of their own, so the dashboard can slice and rank by them."""
-        storage = trial.study._storage
-        for name, key in zip(DERIVED, ("kernel_size", "dilation_factor", "depth", "per_block"), strict=True):
-            distribution = optuna.distributions.CategoricalDistribution(chosen["choices"][key])
-            storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(chosen[key]),
-                                    distribution)
-
 
 class TuneHook(Callback):
     """A Tune callback: progress to `show`/`advance`, and the Tune trials whose errors become fail reasons."""
@@ -220,12 +221,10 @@ class TuneHook(Callback):
         self.searcher.tune_trials[trial.trial_id] = trial
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        metric = self.searcher.metric
-        self.progress.show(f"trial {trial.config.get('optuna_trial', '?')}: step {result.get('step')} "
-                           f"{metric} {result.get(metric, float('nan')):.4f}")
+        self.progress.show(self.searcher)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.progress.advance()
+        self.progress.advance(self.searcher)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.progress.advance()
+        self.progress.advance(self.searcher)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from tcnsearch.errors import UserError
+from tcnsearch.search._structure import INFEASIBLE
 from tcnsearch.storage import create_engine, masked, read_only_url
 
 T = TypeVar("T")
@@ -25,22 +26,25 @@ log = logging.getLogger(__name__)
 LATENCY = "latency_ms"  # user attr and second objective: the TCN's profiled time at the study's shapes
 RETRY_OF = "retry_of"  # user attr of a re-queued trial: the number of the trial it repeats
 FAIL_REASON = "fail_reason"
+WARM_START = "warm_start_from"  # user attr of a trial copied from another study: "study#number"
 
 
 def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue a new trial with `trial`'s parameters (Optuna's stale-trial callback, and ours on Ctrl-C)."""
-    params = {k: v for k, v in trial.params.items() if k not in DERIVED}
-    study.enqueue_trial(params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
+    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
+
+
+def trained(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial of this study's own that trained (or trains) a model: not an infeasible proposal, not a copy."""
+    return INFEASIBLE not in t.user_attrs and WARM_START not in t.user_attrs
 
 
 def occupied(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """Trials that count against the budget: finished or running, less the failures already re-queued."""
+    """Trials that count against the budget: trained, finished or running, less the failures re-queued."""
     retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-               or (t.state == TrialState.FAIL and t.number not in retried))
-
-
-DERIVED = ("K", "f", "D", "B")  # recorded from the chosen survivor, never sampled
+    return sum(1 for t in trials if trained(t) and (
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        or (t.state == TrialState.FAIL and t.number not in retried)))
 
 
 
@@ -73,9 +77,11 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict:
     """A trial as the CLI's table and JSON show it."""
     row = {"number": t.number, "state": t.state.name, "values": t.values, "params": dict(t.params),
            "duration_s": t.duration.total_seconds() if t.duration else None}
-    for key in (LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "speedup_fwdbwd_ci", "speedup_fwd_ci",
-                "source", "decision", "level", "receptive_field", "num_parameters", "device", "host", "ray_node",
-                FAIL_REASON, RETRY_OF):
+    if t.constraints:
+        row["constraints"] = dict(t.constraints)
+    for key in ("tcn", LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "speedup_fwdbwd_ci",
+                "speedup_fwd_ci", "source", "decision", "level", "receptive_field", "num_parameters", "device", "host",
+                "ray_node", FAIL_REASON, RETRY_OF, INFEASIBLE, WARM_START, "repaired_from"):
         if key in t.user_attrs:
             row[key] = t.user_attrs[key]
     return row

@@ -20,7 +20,6 @@ import signal
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,22 +29,43 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tcnsearch._names import check_name, file_name
+from tcnsearch._quiet import quiet_third_party
 from tcnsearch.errors import UserError
 from tcnsearch.profile import GPU_MODELS, run_profile
 from tcnsearch.profile.devices import check_gpu_name
 from tcnsearch.profile.runner import local_target
-from tcnsearch.search._study import LATENCY, occupied, open_storage, trial_row
+from tcnsearch.search._start import (
+    distributions,
+    enqueue_structures,
+    grid_of,
+    parse_enqueue,
+    resolve_enqueue,
+    sampler_named,
+    structure_space,
+    warm_start_from,
+)
+from tcnsearch.search._start import source_study as _warm_start_source
+from tcnsearch.search._study import (
+    INFEASIBLE,
+    LATENCY,
+    WARM_START,
+    budget_lock,
+    occupied,
+    open_storage,
+    trained,
+    trial_row,
+)
 from tcnsearch.search.spec import StudySpec, load_spec
 from tcnsearch.storage import create_engine, masked, resolve_url
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats, metric names and fail_stale_trials are stable in practice and exactly what we need.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+quiet_third_party()
 # Tune's result files are off (the study is the record); its analysis would warn about each trial.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+# Tune times its own bookkeeping and warns past 0.5 s; a loaded laptop gets there, nothing for a user to do.
+logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -78,10 +98,12 @@ def _label(row: dict) -> str:
     return f"K{row['kernel_size']}-f{row['dilation_factor']}-D{row['depth']}-B{row['per_block']}"
 
 
-def _survivor_records(rows: list[dict], device: str, latency_key: str, level: str) -> list[dict]:
+def _survivor_records(rows: list[dict], device: str, latency_key: str, level: str, grid: dict[str, list[int]]
+                      ) -> list[dict]:
     """The profile's survivors as the study keeps them: a label, the structure, its timings, whether
-    they were measured or predicted, and the decision (survivor, or undecided kept by `undecided: keep`)."""
-    choices = {k: sorted({r[k] for r in rows}) for k in ("kernel_size", "dilation_factor", "depth", "per_block")}
+    they were measured or predicted, the decision (survivor, or undecided kept by `undecided: keep`),
+    and the profile grid's values along each axis (what the sampler draws K, f, D and B from)."""
+    choices = {k: sorted(v) for k, v in grid.items()}
     keep = ("kernel_size", "dilation_factor", "depth", "per_block", "receptive_field", "tcn_fwd_ms",
             "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms", "speedup_fwd", "speedup_fwdbwd", "speedup_fwd_ci",
             "speedup_fwdbwd_ci", "source", "decision")
@@ -112,18 +134,26 @@ def _profile_notes(profile) -> list[str]:
 
 
 def _prepare_study(spec: StudySpec, storage, name: str, directions: list[str], metric_names: list[str],
-                   survivors: list[dict], resume: bool, profile_attrs: dict | None = None
+                   survivors: list[dict], resume: bool, sampler, profile_attrs: dict | None = None
                    ) -> tuple[optuna.Study, list[dict]]:
     study = _existing(storage, name)
     if study is not None:
+        first = study.get_trials(deepcopy=False)[:1]
+        if first and "tcn" in first[0].params:
+            raise UserError(f"study {name!r} was created by tcnsearch 0.2, whose sampler drew the TCN as one "
+                            "categorical 'tcn'; this version draws K, f, D and B as ordered parameters. Start a new "
+                            "study (--study-name NAME), seeded from the old one with --warm-start "
+                            f"{name} if you like")
         if not resume and study.get_trials(deepcopy=False):
-            raise UserError(f"study {name!r} already holds {len(study.get_trials(deepcopy=False))} trials; "
+            held = sum(1 for t in study.get_trials(deepcopy=False) if trained(t))
+            raise UserError(f"study {name!r} already holds {held} trials; "
                             "--resume continues it, --study-name NAME starts another")
         stored = [d.name.lower() for d in study.directions]
         if stored != directions:
             raise UserError(f"study {name!r} optimises {stored}, not {directions}; "
                             "use --study-name NAME for a study with other objectives")
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True,
+                                sampler=sampler)
     if "survivors" in study.user_attrs:
         survivors = study.user_attrs["survivors"]  # frozen at creation: the parameter space must not move
     else:
@@ -137,18 +167,38 @@ def _prepare_study(spec: StudySpec, storage, name: str, directions: list[str], m
 
 
 class _Progress:
-    """A rich progress bar over the study's budget."""
+    """A live line over the study's budget: finished of target, running, complete, pruned, failed, best so far.
 
-    def __init__(self, total: int, done: int, enabled: bool):
-        self.bar = Progress(TextColumn("[bold]study[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
+    The counts are the study's when the run started plus what this driver has ended since, so no
+    database query runs per Tune event; other drivers' trials show up in the final table.
+    """
+
+    def __init__(self, study: optuna.Study, total: int, done: int, enabled: bool):
+        trials = study.get_trials(deepcopy=False)
+        self.before = {s: sum(t.state == TrialState[s] for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+        self.best = None
+        if len(study.directions) == 1 and self.before["COMPLETE"]:
+            self.best = (study.best_value, study.best_trial.number)
+        self.bar = Progress(TextColumn("[bold]study[/]"), BarColumn(bar_width=10), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True),
+                            disable=not enabled)
         self.task = self.bar.add_task("starting Ray", total=total, completed=done)
 
-    def show(self, text: str) -> None:
-        self.bar.update(self.task, description=text)
+    def line(self, searcher) -> str:
+        count = {s: self.before[s] + searcher.outcomes[s] for s in self.before}
+        best = self.best
+        if searcher.best is not None and (best is None or (searcher.best[0] < best[0]) == (searcher.mode == "min")):
+            best = searcher.best
+        shown = f"best {best[0]:.4g} (#{best[1]})" if best else "best -"
+        # Short enough for an 80-column terminal with the bar, the count and the clock.
+        return (f"{len(searcher.running_trial_ids())} running, {count['COMPLETE']} ok, {count['PRUNED']} pruned, "
+                f"{count['FAIL']} failed, {shown}")
 
-    def advance(self) -> None:
-        self.bar.advance(self.task)
+    def show(self, searcher) -> None:
+        self.bar.update(self.task, description=self.line(searcher))
+
+    def advance(self, searcher) -> None:
+        self.bar.update(self.task, advance=1, description=self.line(searcher))
 
 
 def _prepare_data(spec: StudySpec, data_path: str | None) -> None:
@@ -272,25 +322,37 @@ _STOP = {"terminated": False}
 def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,
               gpu: str = "auto", ray_address: str | None = None, resume: bool = False,
               multi_objective: bool = False, study_name: str | None = None, max_concurrent: int | None = None,
-              progress: bool = True, data_path: str | None = None, trainable=None) -> StudyResult:
+              progress: bool = True, data_path: str | None = None, sampler: str | None = None,
+              enqueue: list[str] | None = None, warm_start: str | None = None, trainable=None) -> StudyResult:
     """Run (or continue) the study `name` until it holds its budget of finished trials.
 
-    `trainable` replaces the training function (the overhead benchmark passes a trivial one).
+    `sampler` replaces the study file's sampler (tpe, gp, random, nsga2, grid); `enqueue` queues
+    structures first ("paper", or "K,f,D,B"); `warm_start` seeds the study with another stored
+    study's finished trials. `trainable` replaces the training function (the overhead benchmark
+    passes a trivial one).
 
     Raises:
         UserError: a bad study file, an unreachable database or cluster, an unknown GPU, a study
-            that exists (without `resume`) or has other objectives, no survivors. Before any trial runs.
+            that exists (without `resume`) or has other objectives, no survivors or none within the
+            latency budget, a bad `enqueue` or `warm_start`. Before any trial runs.
     """
     start = time.perf_counter()
     # Everything that can refuse comes before the database is opened (and, for SQLite, created).
     if study_name is not None:
         check_name(study_name, "--study-name")
     spec = load_spec(name, preset)
+    if sampler is not None:
+        spec.sampler = sampler_named(sampler, spec)
+    queued = [parse_enqueue(item) for item in enqueue or []]
     _prepare_data(spec, data_path)
     url = resolve_url(storage)
     gpu = check_gpu_name(gpu)
     local_target(gpu, ray_address)
-    rdb = open_storage(url, spec.heartbeat_s)
+    # read-only: a warm start that names no usable study changes nothing
+    source = _warm_start_source(url, warm_start, spec, multi_objective) if warm_start else None
+    engine = create_engine(url)
+    with budget_lock(engine, "tcnsearch-setup"):  # drivers starting at once on a new database: one makes the tables
+        rdb = open_storage(url, spec.heartbeat_s)
     profile_spec = spec.profile_spec()
     latency_key = "tcn_fwdbwd_ms" if profile_spec.mode == "train" else "tcn_fwd_ms"
     profile = run_profile(profile_spec, gpu=gpu, storage=url, ray_address=ray_address, progress=progress)
@@ -309,12 +371,26 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
         directions.append("minimize")
         metric_names.append(LATENCY)
     name_in_db = study_name or f"{spec.name}-{preset}" + ("-pareto" if multi_objective else "")
-    study, survivors = _prepare_study(spec, rdb, name_in_db, directions, metric_names,
-                                      _survivor_records(kept, device, latency_key, profile_spec.level), resume,
-                                      profile_attrs={"profile_backend": profile.device.backend,
-                                                     "profile_level": profile_spec.level,
-                                                     "profile_fingerprint": profile.device.as_dict(),
-                                                     "profile_warnings": notes})
+    grid = {"kernel_size": profile_spec.kernel_sizes, "dilation_factor": profile_spec.dilation_factors,
+            "depth": profile_spec.depths, "per_block": profile_spec.per_block}
+    records = _survivor_records(kept, device, latency_key, profile_spec.level, grid)
+    space = structure_space(records, spec, profile_spec.mode)  # refuses a budget no survivor meets
+    first, queue_notes = resolve_enqueue(space, queued, profile_spec.lengths)
+    from tcnsearch.report import attach_profile
+
+    with budget_lock(engine, f"tcnsearch-setup:{name_in_db}"):  # one driver creates, seeds and queues the study
+        study, survivors = _prepare_study(spec, rdb, name_in_db, directions, metric_names, records, resume,
+                                          spec.sampler.build(grid_of(space, spec)),
+                                          profile_attrs={"profile_backend": profile.device.backend,
+                                                         "profile_level": profile_spec.level,
+                                                         "profile_fingerprint": profile.device.as_dict(),
+                                                         "profile_warnings": notes})
+        space = structure_space(survivors, spec, profile_spec.mode)  # the survivors frozen in the study
+        attach_profile(study, profile)  # this run's profile, as a figure and a note in optuna-dashboard
+        if source is not None:
+            notes += warm_start_from(study, source, distributions(space, spec))
+        enqueue_structures(study, space, first)
+        notes += queue_notes
     target = trials or spec.budget.trials
     optuna.storages.fail_stale_trials(study)
     done_before = occupied(study.get_trials(deepcopy=False))
@@ -330,50 +406,48 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
 
     folder = _run_folder()
     _STOP["terminated"] = False
+    owns_ray = False
     try:
         with _sigterm_as_ctrl_c():
             owns_ray = _init_ray(ray_address, folder)
-    except BaseException:
+        with _sigterm_as_ctrl_c():  # again: Ray's core installed a SIGTERM handler of its own as it started
+            searcher = StudySearcher(study, spec, space, target, multi_objective, LATENCY, engine=engine)
+            bar = _Progress(study, target, min(done_before, target), progress)
+            stop = threading.Event()
+            beat = threading.Thread(target=_heartbeats, args=(rdb, searcher, spec.heartbeat_s, stop), daemon=True)
+            base = spec.base_config()
+            resources = {"cpu": spec.budget.cpus_per_trial, "gpu": spec.budget.gpus_per_trial}
+            if gpu not in ("auto", "cpu") and ray_address:
+                resources[f"accelerator_type:{GPU_MODELS[gpu]}"] = 0.001  # trials go where the profile's GPU is
+            scheduler = None
+            if spec.scheduler.type == "asha":
+                scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=spec.objective.mode,
+                                          max_t=max(1, -(-base.steps // base.eval_every)),
+                                          grace_period=spec.scheduler.grace_period,
+                                          reduction_factor=spec.scheduler.reduction_factor)
+            tuner = tune.Tuner(
+                tune.with_resources(trainable or run_trial, resources),
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                            max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
+                                            reuse_actors=True, trial_name_creator=_trial_name,
+                                            trial_dirname_creator=_trial_name),
+                run_config=tune.RunConfig(name=file_name(name_in_db), storage_path=os.path.join(folder, "tune"),
+                                          verbose=0, callbacks=[TuneHook(searcher, bar)], log_to_file=False,
+                                          failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
+            )
+            interrupted = 0
+            beat.start()
+            try:
+                with bar.bar:
+                    tuner.fit()
+            finally:
+                interrupted = searcher.interrupt_all()
+                stop.set()
+                beat.join()
+    finally:  # whatever stops the study, the runtime we started and the run's folder go with it
+        if owns_ray:
+            _shutdown_ray()
         shutil.rmtree(folder, ignore_errors=True)
-        raise
-    with _sigterm_as_ctrl_c():  # again: Ray's core installed a SIGTERM handler of its own as it started
-        searcher = StudySearcher(study, spec, survivors, target, multi_objective, LATENCY,
-                                 engine=create_engine(url))
-        bar = _Progress(target, min(done_before, target), progress)
-        stop = threading.Event()
-        beat = threading.Thread(target=_heartbeats, args=(rdb, searcher, spec.heartbeat_s, stop), daemon=True)
-        base = spec.base_config()
-        resources = {"cpu": spec.budget.cpus_per_trial, "gpu": spec.budget.gpus_per_trial}
-        if gpu not in ("auto", "cpu") and ray_address:
-            resources[f"accelerator_type:{GPU_MODELS[gpu]}"] = 0.001  # trials go where the profile's GPU is
-        scheduler = None
-        if spec.scheduler.type == "asha":
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=spec.objective.mode,
-                                      max_t=max(1, -(-base.steps // base.eval_every)),
-                                      grace_period=spec.scheduler.grace_period,
-                                      reduction_factor=spec.scheduler.reduction_factor)
-        tuner = tune.Tuner(
-            tune.with_resources(trainable or run_trial, resources),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
-                                        reuse_actors=True, trial_name_creator=_trial_name,
-                                        trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name=file_name(name_in_db), storage_path=os.path.join(folder, "tune"),
-                                      verbose=0, callbacks=[TuneHook(searcher, bar)], log_to_file=False,
-                                      failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
-        )
-        interrupted = 0
-        beat.start()
-        try:
-            with bar.bar:
-                tuner.fit()
-        finally:
-            interrupted = searcher.interrupt_all()
-            stop.set()
-            beat.join()
-            if owns_ray:
-                _shutdown_ray()
-            shutil.rmtree(folder, ignore_errors=True)
     result = summarize(study, url, spec, device, len(survivors), time.perf_counter() - start,
                        ran=searcher.finished, interrupted=interrupted,
                        warnings=notes)
@@ -383,19 +457,26 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
 
 def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survivors: int, elapsed: float,
               ran: int = 0, interrupted: int = 0, warnings: list[str] | None = None) -> StudyResult:
-    trials = study.get_trials(deepcopy=False)
+    """The study as it stands. `counts` are of its own trained trials; proposals that were never
+    trained (infeasible) and trials copied by a warm start are counted apart."""
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if trained(t)]
     counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
+    counts["INFEASIBLE"] = sum(1 for t in every if INFEASIBLE in t.user_attrs)
+    counts["WARM_START"] = sum(1 for t in every if WARM_START in t.user_attrs)
     directions = [d.name.lower() for d in study.directions]
-    if counts["COMPLETE"] == 0:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
         best = []
     elif len(directions) == 1:
-        best = [trial_row(study.best_trial)]
+        sign = 1 if directions[0] == "minimize" else -1
+        best = [trial_row(min(complete, key=lambda t: sign * t.value))]
     else:
-        best = [trial_row(t) for t in study.best_trials]
+        best = [trial_row(t) for t in study.best_trials if trained(t)]
     return StudyResult(study_name=study.study_name, storage=masked(url), preset=spec.preset, task=spec.task,
                        directions=directions, metric_names=study.metric_names or [spec.objective.metric],
                        counts=counts, best=best, ran=ran, device=device, survivors=survivors, elapsed_s=elapsed,
-                       interrupted=interrupted, trials=[trial_row(t) for t in trials], warnings=warnings or [])
+                       interrupted=interrupted, trials=[trial_row(t) for t in every], warnings=warnings or [])
 
 
 __all__ = ["StudyResult", "run_study", "summarize"]

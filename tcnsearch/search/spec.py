@@ -19,9 +19,11 @@ preset (tiny, cpu, paper); each preset's training settings start from `train.PRE
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tcnsearch._names import SAFE, file_name
@@ -29,8 +31,7 @@ from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.profile import ProfileSpec
 from tcnsearch.train import PRESETS, TrainConfig, make_config, merge_overrides, set_dotted
 
-STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
-TCN_PARAM = "tcn"  # the one parameter drawn from the profile's survivors
+STRUCTURE_PARAMS = ("K", "f", "D", "B", "tcn")  # drawn from the profile's survivors, never from `space`
 
 
 class Param(BaseModel):
@@ -59,6 +60,14 @@ class Param(BaseModel):
     def is_int(self) -> bool:
         return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.choices is not None:
+            return optuna.distributions.CategoricalDistribution(self.choices)
+        if self.is_int:
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1),
+                                                        log=self.log)
+        return optuna.distributions.FloatDistribution(self.low, self.high, step=self.step, log=self.log)
+
     def suggest(self, trial, name: str):
         if self.choices is not None:
             return trial.suggest_categorical(name, self.choices)
@@ -68,9 +77,64 @@ class Param(BaseModel):
 
 
 class Objective(BaseModel):
+    """What a study optimises, and the latency budget a trained model must keep, if any.
+
+    `max_latency_ms` (the TCN's profiled latency at the study's level) and `min_speedup` (over the
+    profile's EMA baseline at that level) are constraints: a structure over budget is never
+    trained, and the sampler is told it is infeasible (`trial.set_constraint`).
+    """
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     metric: Literal["loss", "accuracy", "bpc"] = "loss"
     mode: Literal["min", "max"] = "min"
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    min_speedup: float | None = Field(default=None, gt=0)
+
+
+SAMPLER_OPTIONS = {  # which options each sampler takes
+    "tpe": {"seed", "multivariate", "constant_liar", "n_startup_trials"},
+    "gp": {"seed", "n_startup_trials"},
+    "random": {"seed"},
+    "nsga2": {"seed", "population_size"},
+    "grid": {"seed"},
+}
+
+
+class Sampler(BaseModel):
+    """The Optuna sampler: `tpe` (the default: multivariate, constant liar), `gp`, `random`, `nsga2`
+    (Pareto studies), or `grid` (every allowed structure times every searched choice, once)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    type: Literal["tpe", "gp", "random", "nsga2", "grid"] = "tpe"
+    seed: int | None = None
+    multivariate: bool = True
+    constant_liar: bool = True
+    n_startup_trials: int = Field(default=10, ge=0)
+    population_size: int = Field(default=20, ge=2)
+
+    @model_validator(mode="after")
+    def _options_of_its_type(self) -> Sampler:
+        foreign = sorted((self.model_fields_set - {"type"}) - SAMPLER_OPTIONS[self.type])
+        if foreign:
+            takes = ", ".join(sorted(SAMPLER_OPTIONS[self.type]))
+            raise ValueError(f"{foreign[0]} is not an option of the {self.type} sampler (it takes {takes})")
+        return self
+
+    def build(self, grid: dict[str, list] | None = None) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler; `grid` (parameter -> values) is the grid sampler's search space."""
+        if self.type == "tpe":
+            return optuna.samplers.TPESampler(seed=self.seed, multivariate=self.multivariate,
+                                              constant_liar=self.constant_liar,
+                                              n_startup_trials=self.n_startup_trials,
+                                              )
+        if self.type == "gp":
+            return optuna.samplers.GPSampler(seed=self.seed, n_startup_trials=self.n_startup_trials,
+                                             )
+        if self.type == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=self.population_size)
+        if self.type == "grid":
+            return _AskTellGrid(grid or {}, seed=self.seed)
+        return optuna.samplers.RandomSampler(seed=self.seed)
 
 
 class Budget(BaseModel):
@@ -91,6 +155,14 @@ class Scheduler(BaseModel):
     reduction_factor: float = Field(default=2, gt=1)
 
 
+class _AskTellGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, driven by ask and tell: it would call `study.stop()` once the grid is
+    visited, which only works inside `study.optimize`; the searcher asks `is_exhausted` instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 class StudySpec(BaseModel):
     """A study file with one preset applied."""
 
@@ -105,6 +177,7 @@ class StudySpec(BaseModel):
     profile: dict = Field(default_factory=dict, description="ProfileSpec fields; shapes default to training's")
     budget: Budget = Field(default_factory=Budget)
     scheduler: Scheduler = Field(default_factory=Scheduler)
+    sampler: Sampler = Field(default_factory=Sampler)
     heartbeat_s: int = Field(default=10, ge=1, description="a driver's trials go stale after 3 missed beats")
 
     @field_validator("name")
@@ -119,8 +192,13 @@ class StudySpec(BaseModel):
     def _check(self) -> StudySpec:
         if self.task not in PRESETS:
             raise ValueError(f"task: unknown task {self.task!r}; choose one of {', '.join(PRESETS)}")
-        if TCN_PARAM in self.space or any(k.startswith("model.tcn") for k in self.space):
-            raise ValueError("space: the TCN structure comes from the profile's survivors; drop model.tcn keys")
+        if any(k in STRUCTURE_PARAMS or k.startswith("model.tcn") for k in self.space):
+            raise ValueError("space: the TCN structure (K, f, D, B) comes from the profile's survivors; drop "
+                             "model.tcn keys")
+        if self.sampler.type == "grid":
+            ranged = [k for k, p in self.space.items() if p.choices is None]
+            if ranged:
+                raise ValueError(f"space.{ranged[0]}: the grid sampler needs choices: [...], not a range")
         return self
 
     def base_config(self) -> TrainConfig:
@@ -163,19 +241,51 @@ def _get(doc: dict, dotted: str, default):
     return doc
 
 
+def shipped_studies() -> dict[str, Path]:
+    """The study files that ship with tcnsearch (package data `tcnsearch.studies`), by name."""
+    folder = resources.files("tcnsearch.studies")
+    return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml")}
+
+
+def list_studies() -> list[dict]:
+    """Every study NAME can name: ./studies first (yours), then the shipped ones it does not shadow."""
+    found: dict[str, dict] = {}
+    local = Path.cwd() / "studies"
+    shipped = shipped_studies()
+    for origin, files in (("./studies", {p.stem: p for p in sorted(local.glob("*.yaml"))} if local.is_dir() else {}),
+                          ("shipped", shipped)):
+        for name, path in files.items():
+            if name in found:
+                continue
+            same = name in shipped and path.resolve() == shipped[name].resolve()  # run from the checkout
+            try:
+                doc = read_yaml(path)
+                task, description = doc.get("task", "?"), doc.get("description", "")
+            except (UserError, AttributeError):
+                task, description = "?", "(not a valid study file)"
+            found[name] = {"name": name, "task": task, "description": description,
+                           "origin": "shipped" if same else origin,
+                           "path": str(path)}
+    return list(found.values())
+
+
 def find_study_file(name: str) -> Path:
-    """NAME is a path to a .yaml file, or a file in ./studies or in the shipped studies/ (without .yaml)."""
+    """NAME is a path to a .yaml file, or a file in ./studies or a shipped study (without .yaml)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UserError(f"study file {name} not found")
         return path
-    folders = [Path.cwd() / "studies", STUDIES_DIR]  # your own studies/ first, then the shipped ones
-    for folder in folders:
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    known = ", ".join(sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})) or "none"
-    raise UserError(f"unknown study {name!r}; choose one of {known}, or give a path to a .yaml file")
+    local = Path.cwd() / "studies" / f"{name}.yaml"  # your own studies/ first, then the shipped ones
+    if SAFE.fullmatch(name) and local.is_file():
+        return local
+    shipped = shipped_studies()
+    if name in shipped:
+        return shipped[name]
+    known = ", ".join(s["name"] for s in list_studies()) or "none"
+    raise UserError(f"unknown study {name!r}; choose one of {known} (tcnsearch study --list), or give a path to "
+                    "a .yaml file")
 
 
 def load_spec(name: str, preset: str = "tiny") -> StudySpec:

@@ -26,6 +26,42 @@ def stack_eval(source: str) -> int:
     return stack[0][0]
 
 
+# -- miniature files in the release layouts (also used by tests/test_train.py) --
+
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def write_cifar(root, batches: dict[str, dict]) -> None:
+    """CIFAR-10 python batches as the release has them: root/cifar-10-batches-py/NAME, each a pickled
+    {b"data": (n, 3072) uint8 rows of R, G, B planes, b"labels": [n ints]}."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, batch in batches.items():
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+
+
+def write_pathfinder(root, resolution: int, images: list[np.ndarray], labels: list[int]) -> None:
+    """Pathfinder's layout: grayscale PNGs under curv_baseline/imgs/0 and one metadata file whose
+    lines are `folder file _ label ...`, under root/pathfinder{resolution}."""
+    base = root / f"pathfinder{resolution}" / "curv_baseline"
+    (base / "imgs" / "0").mkdir(parents=True)
+    (base / "metadata").mkdir()
+    lines = []
+    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        Image.fromarray(pixels, mode="L").save(base / "imgs" / "0" / f"sample_{i}.png")
+        lines.append(f"imgs/0 sample_{i}.png 0 {label} 0.5 1.0")
+    (base / "metadata" / "0.npy").write_text("\n".join(lines) + "\n")
+
+
+def write_retrieval(root, split: str, rows: list[tuple[int, str, str]]) -> None:
+    """AAN pairs as tsv_data/new_aan_pairs.SPLIT.tsv (split: train, eval, test): label, id1, id2,
+    text1, text2 per line."""
+    (root / "tsv_data").mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{label}.0\tid{2 * i}\tid{2 * i + 1}\t{a}\t{b}\n" for i, (label, a, b) in enumerate(rows))
+    (root / "tsv_data" / f"new_aan_pairs.{split}.tsv").write_text(text)
+
+
 def test_generated_listops_follow_the_rules(tmp_path):
     pairs = lra.generate_listops(60, seed=1, min_length=10, max_length=300)
     assert len(pairs) == 60
@@ -55,9 +91,7 @@ def test_text_is_bytes(tmp_path):
 
 
 def test_retrieval_pairs(tmp_path):
-    (tmp_path / "tsv_data").mkdir()
-    with open(tmp_path / "tsv_data" / "new_aan_pairs.train.tsv", "w") as fh:
-        fh.write("1.0\tid_a\tid_b\tfirst paper\tsecond paper text\n0.0\tid_c\tid_d\tx\ty\n")
+    write_retrieval(tmp_path, "train", [(1, "first paper", "second paper text"), (0, "x", "y")])
     data = lra.load("retrieval", tmp_path, "train", length=16)
     assert data.labels.tolist() == [1, 0]
     assert bytes(data.inputs[0, :11].tolist()) == b"first paper"
@@ -68,14 +102,10 @@ def test_retrieval_pairs(tmp_path):
 
 
 def test_image_is_grayscale_cifar(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
     rng = np.random.default_rng(0)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batches[name] = {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [1, 2, 3]}
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batches[name], fh)
+    batches = {name: {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [1, 2, 3]}
+               for name in CIFAR_BATCHES}
+    write_cifar(tmp_path, batches)
     data = lra.load("image", tmp_path, "test")
     assert data.inputs.shape == (3, 1024) and data.labels.tolist() == [1, 2, 3]
     r, g, b = (batches["test_batch"][b"data"][0, i * 1024:(i + 1) * 1024].astype(float) for i in range(3))
@@ -86,17 +116,9 @@ def test_image_is_grayscale_cifar(tmp_path):
 
 @pytest.mark.parametrize("task,resolution", [("pathfinder", 32), ("pathx", 128)])
 def test_pathfinder_metadata_and_pngs(tmp_path, task, resolution):
-    base = tmp_path / f"pathfinder{resolution}" / "curv_baseline"
-    (base / "imgs" / "0").mkdir(parents=True)
-    (base / "metadata").mkdir()
     rng = np.random.default_rng(1)
-    lines, images = [], []
-    for i in range(10):
-        pixels = rng.integers(0, 256, (resolution, resolution), dtype=np.uint8)
-        Image.fromarray(pixels, mode="L").save(base / "imgs" / "0" / f"sample_{i}.png")
-        images.append(pixels)
-        lines.append(f"imgs/0 sample_{i}.png 0 {i % 2} 0.5 1.0")
-    (base / "metadata" / "0.npy").write_text("\n".join(lines) + "\n")
+    images = [rng.integers(0, 256, (resolution, resolution), dtype=np.uint8) for _ in range(10)]
+    write_pathfinder(tmp_path, resolution, images, [i % 2 for i in range(10)])
     train = lra.load(task, tmp_path, "train")
     test = lra.load(task, tmp_path, "test")
     assert len(train) == 8 and len(test) == 1

@@ -15,10 +15,17 @@ def _study(url: str, name: str, directions: list[str]) -> optuna.Study:
     study.set_user_attr("survivors", survivors)
     study.set_user_attr("device", "cpu: test")
     rng = random.Random(0)
-    for _ in range(8):
+    for i in range(10):
         trial = study.ask()
-        label = trial.suggest_categorical("tcn", [s["label"] for s in survivors])
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        k = trial.suggest_int("K", 3, 9, step=2)
+        label = f"K{k}-f2-D3-B1"
+        trial.set_user_attr("tcn", label)
+        if k == 9 or i == 9:  # not a survivor / over the budget: proposed, never trained
+            trial.set_constraint("survivor", 0.3 if k == 9 else 0.0)
+            trial.set_user_attr("infeasible", f"{label}: over")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
         latency = next(s["latency_ms"] for s in survivors if s["label"] == label)
         trial.set_user_attr("latency_ms", latency)
         loss = 1.0 + abs(lr - 3e-3) * 10 + rng.random() * 0.1
@@ -47,6 +54,7 @@ def test_study_report_holds_history_front_importances_and_profile(tmp_path, dire
     assert page.count("plotly.js") >= 1 and "cpu: test" in page
     assert "against the TCN's profiled latency" in page and "Pareto front" in page
     assert "Hyperparameter Importances" in page and "survivors on cpu: test" in page
+    assert "never trained (infeasible)" in page and "trained (feasible)" in page
     if len(directions) == 1:
         assert "Optimization History Plot" in page and "Intermediate Values Plot" in page
 

@@ -30,12 +30,16 @@ def write_study(folder, name: str = "small", **changes) -> str:
     return str(path)
 
 
-def stored_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    """The stored study's trials; none while the study does not exist yet."""
+def stored_trials(url: str, name: str, everything: bool = False) -> list[optuna.trial.FrozenTrial]:
+    """The stored study's trained trials (`everything`: with the infeasible proposals); none while the
+    study does not exist yet."""
+    from tcnsearch.search._study import trained
+
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+        trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
     except KeyError:
         return []
+    return trials if everything else [t for t in trials if trained(t)]
 
 
 @pytest.fixture

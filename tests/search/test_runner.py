@@ -18,7 +18,7 @@ def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, s
     survivors = {s["label"]: s for s in optuna.load_study(study_name="small-tiny", storage=sqlite_url)
                  .user_attrs["survivors"]}
     for t in trials:
-        label = t.params["tcn"]
+        label = t.user_attrs["tcn"]
         assert label in survivors and t.params["K"] == survivors[label]["kernel_size"]
         assert (t.params["f"], t.params["D"], t.params["B"]) == (survivors[label]["dilation_factor"],
                                                                  survivors[label]["depth"], 1)
@@ -114,3 +114,49 @@ def test_refusals_come_before_anything_is_stored(study_file, tmp_path, ray_head)
         run_study(study_file(), storage="postgresql+psycopg://nobody@127.0.0.1:1/none", progress=False)
     with pytest.raises(UserError, match="unknown GPU 'v99'"):
         run_study(study_file(), storage=url, gpu="v99", progress=False)
+
+
+def test_a_latency_budget_is_a_constraint_and_never_loses_to_a_trial_over_it(study_file, sqlite_url, ray_head):
+    """Structures over `max_latency_ms` are proposed, told infeasible and never trained; every trial
+    carries its constraint values; the best is within the budget."""
+    run_study(study_file(budget={"trials": 1}), storage=sqlite_url, ray_address=ray_head, progress=False)
+    survivors = optuna.load_study(study_name="small-tiny", storage=sqlite_url).user_attrs["survivors"]
+    latencies = sorted(s["latency_ms"] for s in survivors)
+    budget = (latencies[1] + latencies[2]) / 2  # two of the four within it
+    path = study_file(name="budget", objective={"metric": "loss", "mode": "min", "max_latency_ms": budget},
+                      budget={"trials": 3}, sampler={"type": "random", "seed": 3})
+    result = run_study(path, storage=sqlite_url, ray_address=ray_head, progress=False)
+    everything = stored_trials(sqlite_url, "budget-tiny", everything=True)
+    trained = [t for t in everything if "infeasible" not in t.user_attrs]
+    assert len(trained) == 3 and all(t.user_attrs["latency_ms"] <= budget for t in trained)
+    assert all(set(t.constraints) == {"survivor", "latency_ms"} for t in everything)  # on every trial
+    assert all(max(t.constraints.values()) <= 0 for t in trained)
+    infeasible = [t for t in everything if "infeasible" in t.user_attrs]
+    assert all(max(t.constraints.values()) > 0 and not t.intermediate_values for t in infeasible)
+    assert result.counts["INFEASIBLE"] == len(infeasible) and result.best[0]["latency_ms"] <= budget
+    with pytest.raises(UserError, match="no survivor meets the latency budget"):
+        run_study(study_file(name="impossible", objective={"metric": "loss", "max_latency_ms": latencies[0] / 10}),
+                  storage=sqlite_url, ray_address=ray_head, progress=False)
+    assert "impossible-tiny" not in [s.study_name for s in optuna.get_all_study_summaries(sqlite_url)]
+
+
+def test_enqueued_structures_run_first_and_a_warm_start_informs_without_counting(study_file, sqlite_url, ray_head):
+    run_study(study_file(budget={"trials": 2}, scheduler={"type": "none"}), storage=sqlite_url,
+              ray_address=ray_head, progress=False)
+    source = [t for t in stored_trials(sqlite_url, "small-tiny") if t.state == TrialState.COMPLETE]
+    result = run_study(study_file(budget={"trials": 2, "max_concurrent": 1}, scheduler={"type": "none"}),
+                       storage=sqlite_url, ray_address=ray_head, progress=False, study_name="seeded",
+                       warm_start="small-tiny", enqueue=["3,4,3,1", "paper"])
+    everything = stored_trials(sqlite_url, "seeded", everything=True)
+    copied = [t for t in everything if "warm_start_from" in t.user_attrs]
+    assert sorted(t.value for t in copied) == sorted(t.value for t in source) and result.counts["WARM_START"] == 2
+    mine = stored_trials(sqlite_url, "seeded")
+    assert len(mine) == 2 and [t.user_attrs["tcn"] for t in mine][0] == "K3-f4-D3-B1"  # the first queued
+    # the paper's K17-f?-D4-B1 is not in this grid: its nearest survivor was queued, and the note says so
+    assert any("the paper's K17-" in w and "queued its nearest" in w for w in result.warnings)
+    assert any("warm start: copied 2 finished trials" in w for w in result.warnings)
+    assert result.best[0]["number"] in {t.number for t in mine}
+    with pytest.raises(UserError, match="--enqueue K5-f4-D3-B1: not a structure this study may train"):
+        run_study(study_file(), storage=sqlite_url, ray_address=ray_head, progress=False, study_name="other",
+                  enqueue=["5,4,3,1"])
+    assert "other" not in [s.study_name for s in optuna.get_all_study_summaries(sqlite_url)]

@@ -1,11 +1,9 @@
-from pathlib import Path
-
 import pytest
 import yaml
 
 from tcnsearch.errors import UserError
 from tcnsearch.search import load_spec
-from tcnsearch.search.spec import STUDIES_DIR
+from tcnsearch.search.spec import shipped_studies
 from tcnsearch.train import PRESETS
 
 STUDIES = ["enwik8", "assoc-recall", "lra-listops", "lra-text", "lra-retrieval", "lra-image", "lra-pathfinder",
@@ -29,7 +27,7 @@ def test_every_shipped_study_loads_for_every_preset(name, preset):
 
 
 def test_shipped_studies_are_the_tasks():
-    assert sorted(p.stem for p in Path(STUDIES_DIR).glob("*.yaml")) == sorted(STUDIES)
+    assert sorted(shipped_studies()) == sorted(STUDIES)
     assert set(STUDIES) == set(PRESETS)
 
 

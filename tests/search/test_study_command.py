@@ -1,5 +1,6 @@
 """`tcnsearch study` as users run it: JSON, one-line refusals, Ctrl-C, then --resume."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,13 +21,22 @@ from tests.search.conftest import stored_trials
 CLI = [str(Path(sys.executable).with_name("tcnsearch"))]
 
 
-def test_study_json_names_the_study_the_storage_and_the_best(study_file, sqlite_url, ray_head, capsys):
-    assert main(["study", study_file(), "--storage", sqlite_url, "--ray-address", ray_head, "--trials", "2",
-                 "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
+def test_study_json_names_the_study_the_storage_and_the_best(study_file, sqlite_url, ray_head, capsys, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["study", study_file(), "--storage", sqlite_url, "--ray-address", ray_head, "--trials", "2",
+                     "--json"]) == 0
+        assert main(["report", "small-tiny", "--storage", sqlite_url]) == 0
+    assert not [str(w.message) for w in caught]  # no third-party warning in normal use
+    out, err = capsys.readouterr()
+    assert "Warning" not in err
+    doc = json.loads(out.split("\nsmall-tiny: report written")[0])
     assert doc["study"] == "small-tiny" and doc["storage"] == sqlite_url and doc["ran"] == 2
-    assert sum(doc["counts"].values()) == 2 and doc["counts"]["RUNNING"] == 0
-    assert doc["best"][0]["params"]["tcn"].startswith("K3-") and doc["metric_names"] == ["loss"]
+    trained = sum(n for state, n in doc["counts"].items() if state not in ("INFEASIBLE", "WARM_START"))
+    assert trained == 2 and doc["counts"]["RUNNING"] == 0
+    assert doc["best"][0]["tcn"].startswith("K3-") and doc["metric_names"] == ["loss"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -75,7 +86,8 @@ def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file,
     assert len(done) == 3
     # the re-queued trial ran again with the parameters it had
     retried = [t for t in after if "retry_of" in t.user_attrs]
-    assert retried and retried[0].params["tcn"] == after[retried[0].user_attrs["retry_of"]].params["tcn"]
+    everything = {t.number: t for t in stored_trials(sqlite_url, "small-tiny", everything=True)}
+    assert retried and retried[0].params == everything[retried[0].user_attrs["retry_of"]].params
 
 
 def test_a_missing_data_set_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
@@ -143,3 +155,50 @@ def test_a_local_study_listens_on_loopback_only_and_sigterm_stops_it_cleanly(stu
     trials = stored_trials(sqlite_url, "small-tiny")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert [t for t in trials if t.state == TrialState.WAITING]  # the interrupted trial is queued again
+
+
+def test_ctrl_c_while_the_local_ray_runtime_starts_leaves_no_process_and_no_folder(study_file, sqlite_url, tmp_path):
+    """The Ctrl-C comes as soon as Ray's GCS exists, before Ray is up: whatever Ray started is stopped."""
+    import psutil
+
+    path = study_file(budget={"trials": 1, "max_concurrent": 1})
+    tmp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", TMPDIR=str(tmp))
+    env.pop("TCNSEARCH_RAY_ADDRESS", None)
+    proc = subprocess.Popen(CLI + ["study", path, "--storage", sqlite_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    seen.setdefault(child.pid, child)
+            if any(_name(p) == "gcs_server" for p in seen.values()):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the study ended before Ray started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    deadline = time.time() + 30
+    alive = list(seen.values())
+    while time.time() < deadline and alive:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.5)
+    assert not alive, [(_name(p), p.pid) for p in alive]  # no GCS, raylet or worker left behind
+    assert not [p for p in tmp.iterdir() if p.name.startswith("tcns-")]  # the run's folder is gone
+    shutil.rmtree(tmp)
+
+
+def _name(proc) -> str:
+    import psutil
+
+    try:
+        return proc.name()
+    except psutil.Error:
+        return "?"

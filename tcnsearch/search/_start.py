@@ -1,0 +1,182 @@
+"""How a study starts: its sampler, the structures it may train, and what it is seeded with.
+
+- `sampler_named`: `--sampler NAME` over the study file's `sampler:` (keeping its seed).
+- `structure_space`: the survivors as ordered K, f, D, B axes, with the objective's latency budget
+  (`max_latency_ms`, `min_speedup`) as constraints; refuses a budget no survivor meets.
+- `enqueue_structures`: `--enqueue paper` (the paper's TCN: K 17, B 1, D 4 and 3, the smallest f
+  whose receptive field covers the length) and `--enqueue K,f,D,B`, queued before anything sampled.
+- `warm_start_from`: `--warm-start STUDY` copies another study's finished trials where the two
+  spaces agree; they inform the sampler but are not this study's runs (no budget, never best).
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+from pydantic import ValidationError
+
+from tcnsearch.errors import UserError, validation_message
+from tcnsearch.ops import receptive_field
+from tcnsearch.search._structure import StructureSpace, label
+from tcnsearch.search._study import WARM_START, open_storage, trained
+from tcnsearch.search.spec import Sampler, StudySpec
+
+PAPER = {"kernel_size": 17, "per_block": 1, "depths": (4, 3)}  # TCNCA's benchmark TCN; its models use D 3-4
+
+
+def sampler_named(name: str, spec: StudySpec) -> Sampler:
+    try:
+        return Sampler(type=name, **({"seed": spec.sampler.seed} if spec.sampler.seed is not None else {}))
+    except ValidationError as err:
+        raise UserError(f"--sampler: {validation_message(err)}") from None
+
+
+def parse_enqueue(item: str) -> str | dict:
+    """'paper', or 'K,f,D,B' as a structure."""
+    if item == "paper":
+        return item
+    try:
+        k, f, d, b = (int(v) for v in item.split(","))
+    except ValueError:
+        raise UserError(f"--enqueue {item!r}: give 'paper' or a structure as K,f,D,B (e.g. 5,4,3,1)") from None
+    return {"kernel_size": k, "dilation_factor": f, "depth": d, "per_block": b}
+
+
+def structure_space(survivors: list[dict], spec: StudySpec, mode: str) -> StructureSpace:
+    """The survivors as K, f, D, B axes, with the objective's latency budget as constraints."""
+    objective = spec.objective
+    speedup_key = "speedup_fwdbwd" if mode == "train" else "speedup_fwd"
+    budget = {}
+    if objective.max_latency_ms is not None:
+        budget["latency_ms"] = lambda s: s["latency_ms"] - objective.max_latency_ms
+    if objective.min_speedup is not None:
+        budget["speedup"] = lambda s: objective.min_speedup - s[speedup_key]
+    if budget and any(s.get("latency_ms") is None or s.get(speedup_key) is None for s in survivors):
+        raise UserError(f"study {spec.name}: the profile has no {'training' if mode == 'train' else 'inference'} "
+                        "latency for its survivors at this level, so a latency budget cannot be checked; drop "
+                        "max_latency_ms/min_speedup or profile with that mode")
+    grid = survivors[0]["choices"]
+    space = StructureSpace(grid, {s["label"]: s for s in survivors}, budget)
+    if not space.allowed:
+        fastest = min(survivors, key=lambda s: s["latency_ms"])
+        raise UserError(f"study {spec.name}: no survivor meets the latency budget ("
+                        + ", ".join(f"{k}: {v}" for k, v in (("max_latency_ms", objective.max_latency_ms),
+                                                           ("min_speedup", objective.min_speedup)) if v is not None)
+                        + f"); the fastest, {fastest['label']}, takes {fastest['latency_ms']:.3g} ms at "
+                          f"{fastest[speedup_key]:.2f}x; relax the budget in the study file's objective")
+    return space
+
+
+def grid_of(space: StructureSpace, spec: StudySpec) -> dict[str, list] | None:
+    """The grid sampler's search space: every axis value and every searched choice."""
+    if spec.sampler.type != "grid":
+        return None
+    return {a.name: a.values for a in space.axes} | {k: p.choices for k, p in spec.space.items()}
+
+
+def resolve_enqueue(space: StructureSpace, queued: list, lengths: list[int]) -> tuple[list[dict], list[str]]:
+    """The allowed structures `--enqueue` asks for, and notes on what was queued instead.
+
+    Raises:
+        UserError: a K,f,D,B that this study may not train (named with its nearest that it may).
+    """
+    notes, chosen = [], []
+    for item in queued:
+        wanted = [(item, False)] if item != "paper" else []
+        if item == "paper":
+            for depth in PAPER["depths"]:
+                f = next(f for f in range(1, 1 << 20)
+                         if receptive_field(PAPER["kernel_size"], f, depth, PAPER["per_block"]) >= max(lengths))
+                wanted.append(({"kernel_size": PAPER["kernel_size"], "dilation_factor": f, "depth": depth,
+                                "per_block": PAPER["per_block"]}, True))
+        for structure, paper in wanted:
+            if label(structure) in space.allowed:
+                chosen.append(space.allowed[label(structure)])
+            elif paper:  # the paper's structure is rarely in a study's grid: its nearest allowed neighbour
+                nearest = space.nearest(structure)
+                chosen.append(nearest)
+                notes.append(f"the paper's {label(structure)} is not a survivor of this study's profile; queued its "
+                             f"nearest, {nearest['label']}")
+            else:
+                near = ", ".join(s["label"] for s in sorted(space.allowed.values(),
+                                                            key=lambda s: space.distance(structure, s))[:3])
+                raise UserError(f"--enqueue {label(structure)}: not a structure this study may train (not a "
+                                f"survivor of its profile, or over its latency budget); the nearest that are: {near}")
+    return chosen, notes
+
+
+def enqueue_structures(study: optuna.Study, space: StructureSpace, structures: list[dict]) -> None:
+    """Queue `structures` first (once: a resumed study does not queue them again)."""
+    already = {t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)}
+    for s in structures:
+        if s["label"] not in already:
+            already.add(s["label"])
+            study.enqueue_trial(space.params_of(s), user_attrs={"enqueued": s["label"]})
+
+
+def source_study(url: str, name: str, spec: StudySpec, multi_objective: bool) -> optuna.Study:
+    """The study `--warm-start NAME` names (read-only), checked to optimise what this one does."""
+    try:
+        storage = open_storage(url, read_only=True)
+        source = optuna.load_study(study_name=name, storage=storage)
+    except (KeyError, UserError):
+        try:
+            stored = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        except Exception:  # noqa: BLE001 - no database, or no Optuna tables in it
+            stored = "none"
+        raise UserError(f"--warm-start {name!r}: no such study in this database (stored: {stored})") from None
+    metric = spec.objective.metric
+    directions = ["minimize" if spec.objective.mode == "min" else "maximize"] + (["minimize"] if multi_objective
+                                                                                 else [])
+    theirs = [d.name.lower() for d in source.directions]
+    names = source.metric_names or []
+    if theirs != directions or (names and names[0] != metric):
+        raise UserError(f"--warm-start {name!r}: it optimises {names or ['?']} ({theirs}), this study "
+                        f"{metric} ({directions}); warm-start from a study with the same objective")
+    return source
+
+
+def warm_start_from(study: optuna.Study, source: optuna.Study, ours: dict) -> list[str]:
+    """Copy `source`'s finished trials whose parameters fit `ours` (this study's parameter space);
+    returns notes on what was copied and what did not transfer."""
+    if source.study_name in study.user_attrs.get("warm_started_from", []):
+        return []  # done when the study was created
+    copied, skipped = 0, {}
+    for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if not trained(t):
+            continue
+        params, dists, missing = {}, {}, None
+        for name, dist in ours.items():
+            value = t.params.get(name)
+            if value is None or not _fits(dist, value):
+                missing = f"{name}={value}" if value is not None else f"no {name}"
+                break
+            params[name], dists[name] = value, dist
+        if missing is not None:
+            skipped[missing] = skipped.get(missing, 0) + 1
+            continue
+        study.add_trial(optuna.trial.create_trial(
+            state=t.state, values=t.values, params=params, distributions=dists,
+            intermediate_values=t.intermediate_values, constraints=t.constraints or None,
+            user_attrs={k: v for k, v in t.user_attrs.items() if k != WARM_START}
+            | {WARM_START: f"{source.study_name}#{t.number}"}))
+        copied += 1
+    study.set_user_attr("warm_started_from", [*study.user_attrs.get("warm_started_from", []), source.study_name])
+    notes = [f"warm start: copied {copied} finished trials of {source.study_name!r}"]
+    if skipped:
+        why = "; ".join(f"{n} with {what}" for what, n in sorted(skipped.items(), key=lambda kv: -kv[1])[:4])
+        notes.append(f"warm start: {sum(skipped.values())} trials of {source.study_name!r} did not transfer "
+                     f"(outside this study's space: {why})")
+    return notes
+
+
+def distributions(space: StructureSpace, spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Every parameter a trial of this study draws: K, f, D, B and the searched ones."""
+    return space.distributions() | {k: p.distribution() for k, p in spec.space.items()}
+
+
+def _fits(dist: optuna.distributions.BaseDistribution, value) -> bool:
+    try:
+        return dist._contains(dist.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,162 @@
+"""The TCN structure as the sampler sees it: K, f, D and B as ordered integers, and which are allowed.
+
+A study used to hand the sampler one categorical `tcn` over the survivors' labels, which TPE
+treats as unordered: what a trial taught about K=5 carried to no other structure. Here each of
+K, f, D, B is an integer parameter of its own, so a sampler learns along each axis.
+
+Only the profile's survivors (within the study's latency budget) are ever trained. A proposal
+outside them is *infeasible*: it is told to the study at once as PRUNED with a positive
+constraint value (`trial.set_constraint`), costs no training and no budget, and samplers that use
+constraints (TPE, NSGA-II) learn to avoid it. Samplers that learn nothing from it (random, GP
+before its start-up) could keep proposing such points, so after `REPAIR_AFTER` infeasible
+proposals in a row the nearest allowed structure is queued instead (a repair).
+
+Axes whose grid values are evenly spaced (K in 3, 5, 7) are `suggest_int(low, high, step)` over
+exactly those values; uneven ones (f in 2, 3, 4, 6, 8, 12, 16) are a log-scaled integer range
+whose proposals are snapped to the nearest grid value (in log space), the value trained and
+recorded as the trial's `tcn` attribute (K5-f4-D3-B1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+AXES = (("K", "kernel_size"), ("f", "dilation_factor"), ("D", "depth"), ("B", "per_block"))
+REPAIR_AFTER = 25  # infeasible proposals in a row before the nearest allowed structure is queued
+INFEASIBLE = "infeasible"  # user attr of a proposal that was never trained: why
+
+
+def label(s: dict) -> str:
+    return f"K{s['kernel_size']}-f{s['dilation_factor']}-D{s['depth']}-B{s['per_block']}"
+
+
+@dataclass
+class Axis:
+    name: str  # the parameter: K, f, D or B
+    key: str  # the structure's field: kernel_size, ...
+    values: list[int]  # the profile grid's values along this axis
+
+    @property
+    def step(self) -> int | None:
+        """The spacing if the values are evenly spaced (one value: 1), else None."""
+        gaps = {b - a for a, b in zip(self.values, self.values[1:], strict=False)}
+        return 1 if not gaps else (gaps.pop() if len(gaps) == 1 else None)
+
+    @property
+    def log(self) -> bool:
+        return self.step is None and self.values[0] > 0 and self.values[-1] / self.values[0] >= 4
+
+    def distribution(self) -> optuna.distributions.IntDistribution:
+        if self.step is not None:
+            return optuna.distributions.IntDistribution(self.values[0], self.values[-1], step=self.step)
+        return optuna.distributions.IntDistribution(self.values[0], self.values[-1], log=self.log)
+
+    def snap(self, value: int) -> int:
+        """The grid value nearest to `value` (in log space on a log axis)."""
+        if self.log:
+            return min(self.values, key=lambda v: (abs(math.log(v) - math.log(value)), v))
+        return min(self.values, key=lambda v: (abs(v - value), v))
+
+    def position(self, value: int) -> float:
+        """Where `value` lies along the axis, 0..1, for distances between structures."""
+        lo, hi = self.values[0], self.values[-1]
+        if hi == lo:
+            return 0.0
+        if self.log:
+            return (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (value - lo) / (hi - lo)
+
+
+class StructureSpace:
+    """The profile's grid as four ordered axes, and the structures a study may train.
+
+    Args:
+        grid: each axis's grid values, by structure field (kernel_size: [3, 5, 7], ...).
+        survivors: the profile's survivors, by label.
+        budget: constraint name -> function of a survivor giving its violation (> 0: over the budget).
+    """
+
+    def __init__(self, grid: dict[str, list[int]], survivors: dict[str, dict], budget: dict | None = None):
+        self.axes = [Axis(name, key, sorted(set(grid[key]))) for name, key in AXES]
+        self.survivors = survivors
+        self.budget = budget or {}
+        # what may be trained: survivors within every budget
+        self.allowed = {k: s for k, s in survivors.items() if all(v(s) <= 0 for v in self.budget.values())}
+
+    def distributions(self) -> dict[str, optuna.distributions.IntDistribution]:
+        return {a.name: a.distribution() for a in self.axes}
+
+    def suggest(self, trial: optuna.Trial) -> dict:
+        """Draw K, f, D, B from the sampler and snap them onto the grid: the structure proposed."""
+        return {a.key: a.snap(trial.suggest_int(a.name, a.values[0], a.values[-1], step=a.step or 1, log=a.log))
+                for a in self.axes}
+
+    def distance(self, s: dict, t: dict) -> float:
+        return math.sqrt(sum((a.position(s[a.key]) - a.position(t[a.key])) ** 2 for a in self.axes))
+
+    def nearest(self, structure: dict) -> dict:
+        """The allowed structure nearest to `structure` (ties: the smaller label)."""
+        return min(self.allowed.values(), key=lambda s: (self.distance(structure, s), s["label"]))
+
+    def constraints(self, structure: dict) -> dict[str, float]:
+        """Constraint values (> 0 violated): `structure` must be a survivor, and within each budget.
+
+        The survivor constraint is the distance to the nearest survivor (0 for a survivor), so
+        that a near miss counts as less infeasible than a far one.
+        """
+        chosen = self.survivors.get(label(structure))
+        if chosen is not None:
+            values = {"survivor": 0.0}
+        else:
+            nearest = min(self.survivors.values(), key=lambda s: self.distance(structure, s))
+            values = {"survivor": max(1e-3, self.distance(structure, nearest))}
+        for name, violation in self.budget.items():
+            values[name] = float(violation(chosen)) if chosen is not None else 0.0
+        return values
+
+    def params_of(self, structure: dict) -> dict[str, int]:
+        """The K, f, D, B parameters that propose exactly `structure` (for enqueueing it)."""
+        return {a.name: structure[a.key] for a in self.axes}
+
+
+class Proposer:
+    """Asks `study` for trials until one proposes a structure that may be trained.
+
+    Every trial draws every parameter (an infeasible one too: `rest` draws the searched ones), so
+    that multivariate samplers keep one joint search space. The others are told PRUNED with their
+    constraint values and never trained. Used by the study's Ray Tune searcher and by the replay
+    benchmark alike.
+    """
+
+    def __init__(self, study: optuna.Study, space: StructureSpace):
+        self.study, self.space = study, space
+        self.infeasible_in_a_row = 0
+
+    def ask(self, rest: Callable[[optuna.Trial], dict]) -> tuple[optuna.Trial, dict, dict]:
+        """(trial, the survivor to train, the searched values)."""
+        while True:
+            trial = self.study.ask()
+            values = rest(trial)
+            structure = self.space.suggest(trial)
+            constraints = self.space.constraints(structure)
+            for name, value in constraints.items():
+                trial.set_constraint(name, value)
+            trial.set_user_attr("tcn", label(structure))
+            if all(v <= 0 for v in constraints.values()):
+                self.infeasible_in_a_row = 0
+                return trial, self.space.survivors[label(structure)], values
+            violated = ", ".join(f"{k} {v:.3g}" for k, v in constraints.items() if v > 0)
+            trial.set_user_attr(INFEASIBLE, f"{label(structure)}: {violated}")
+            self.study.tell(trial, state=TrialState.PRUNED)  # never trained; not part of the budget
+            self.infeasible_in_a_row += 1
+            if self.infeasible_in_a_row >= REPAIR_AFTER and not isinstance(self.study.sampler,
+                                                                           optuna.samplers.GridSampler):
+                # The sampler keeps proposing what cannot be trained: queue the nearest allowed structure.
+                nearest = self.space.nearest(structure)
+                self.study.enqueue_trial(self.space.params_of(nearest), user_attrs={"repaired_from": trial.number})
+                self.infeasible_in_a_row = 0
