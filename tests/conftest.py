@@ -76,6 +76,6 @@ def ray_head(tmp_path_factory):
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=10)
+        head.wait(timeout=3)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGKILL)  # whatever of the group is left

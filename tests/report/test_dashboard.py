@@ -109,9 +109,13 @@ def profile(tmp_path_factory):
 def _study_as_run_study_makes_it(storage, profile, resume: bool = False) -> optuna.Study:
     """What run_study does up to the dashboard: the study (created, or resumed), then attach_profile."""
     spec = load_spec("assoc-recall", "tiny")
-    records = _survivor_records(profile.kept(), profile.device.device_name, "tcn_fwdbwd_ms", profile.spec.level)
+    grid = {"kernel_size": profile.spec.kernel_sizes, "dilation_factor": profile.spec.dilation_factors,
+            "depth": profile.spec.depths, "per_block": profile.spec.per_block}
+    records = _survivor_records(profile.kept(), profile.device.device_name, "tcn_fwdbwd_ms", profile.spec.level,
+                                grid)
     study, _ = _prepare_study(spec, storage, "recall-profiled", ["maximize"], [spec.objective.metric], records,
-                              resume, profile_attrs={"profile_fingerprint": profile.device.as_dict()})
+                              resume, spec.sampler.build(),
+                              profile_attrs={"profile_fingerprint": profile.device.as_dict()})
     attach_profile(study, profile)
     return study
 
