@@ -191,8 +191,8 @@ class _Profiler:
         self.measured: set[tuple[Shape, Candidate]] = set()
         self.pairs = 0
         self.base_peak: int | None = None  # the baseline's, at the shape being measured
-        self.bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        self.bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(bar_width=16),
+                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             console=Console(stderr=True), disable=not progress, transient=False)
         self.task = self.bar.add_task(f"{spec.level} level", total=0)
 
@@ -242,8 +242,9 @@ class _Profiler:
                 group = [c for c in order[start:start + GROUP] if c in pool]
                 if not group:
                     continue
-                self.bar.update(self.task, description=f"L={shape.length} {', '.join(map(_label, group[:2]))}"
-                                                       f"{' ...' if len(group) > 2 else ''}")
+                # one structure and the length: short enough for an 80-column terminal with the bar
+                self.bar.update(self.task, description=f"L={shape.length} {_label(group[0])}"
+                                                       f"{f' +{len(group) - 1}' if len(group) > 1 else ''}")
                 try:
                     result = self.measurer.round(self.spec, shape, group, fresh)
                 except BaselineFailed as err:

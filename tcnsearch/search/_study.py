@@ -110,14 +110,16 @@ def retrying(call: Callable[[], T], what: str, patience_s: float = 120.0) -> T:
 def budget_lock(engine: Engine, key: str) -> Iterator[None]:
     """Serialise "count the trials, then ask for one" across drivers sharing a study.
 
-    PostgreSQL: a transaction-scoped advisory lock; SQLite (one machine): a lock file beside it.
+    PostgreSQL: a transaction-scoped advisory lock per key; SQLite (one machine): one lock file
+    beside the database.
     """
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode())})
             yield
     elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        with open(f"{engine.url.database}.{zlib.crc32(key.encode()):08x}.lock", "w") as fh:
+        # one lock file per database, whatever the key: SQLite serialises its writers anyway
+        with open(f"{engine.url.database}.lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

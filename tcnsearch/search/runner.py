@@ -179,7 +179,7 @@ class _Progress:
         self.best = None
         if len(study.directions) == 1 and self.before["COMPLETE"]:
             self.best = (study.best_value, study.best_trial.number)
-        self.bar = Progress(TextColumn("[bold]study[/]"), BarColumn(bar_width=10), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("[bold]study[/]"), BarColumn(bar_width=6), MofNCompleteColumn(),
                             TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True),
                             disable=not enabled)
         self.task = self.bar.add_task("starting Ray", total=total, completed=done)
@@ -189,7 +189,7 @@ class _Progress:
         best = self.best
         if searcher.best is not None and (best is None or (searcher.best[0] < best[0]) == (searcher.mode == "min")):
             best = searcher.best
-        shown = f"best {best[0]:.4g} (#{best[1]})" if best else "best -"
+        shown = f"best {best[0]:.3g} (#{best[1]})" if best else "best -"
         # Short enough for an 80-column terminal with the bar, the count and the clock.
         return (f"{len(searcher.running_trial_ids())} running, {count['COMPLETE']} ok, {count['PRUNED']} pruned, "
                 f"{count['FAIL']} failed, {shown}")
