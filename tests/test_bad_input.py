@@ -43,6 +43,7 @@ def world(tmp_path_factory):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     optuna.create_study(study_name="kept", storage=f"sqlite:///{root / 'tcnsearch.db'}").optimize(
         lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    optuna.create_study(study_name="kept-max", direction="maximize", storage=f"sqlite:///{root / 'tcnsearch.db'}")
     with sqlite3.connect(root / "other.db") as conn:  # another application's database
         conn.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
         conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
@@ -166,7 +167,7 @@ CASES = [
     (["study", "assoc-recall", "--sampler", "cmaes"], "Invalid value for '--sampler'"),
     (["study", "assoc-recall", "--enqueue", "5,4"], "give 'paper' or a structure as K,f,D,B"),
     (["study", "assoc-recall", "--warm-start", "nope"], "--warm-start 'nope': no such study"),
-    (["study", "assoc-recall", "--warm-start", "kept"], "warm-start from a study with the same objective"),
+    (["study", "assoc-recall", "--warm-start", "kept-max"], "warm-start from a study with the same objective"),
     (["study", "assoc-recall", "--warm-start", "kept", "--storage", "sqlite:///missing.db"], "no such study"),
     (["study", "lra-image"], "lra-image needs its data"),
     (["study", "enwik8", "--data", "data/missing.zip"], "no data set at"),
