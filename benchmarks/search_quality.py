@@ -11,7 +11,7 @@ seeds in seconds (Syne Tune's tabular-benchmark replay, in miniature).
 Methods:
 - random:           uniform over the survivors and learning rates (what every search must beat)
 - tpe-categorical:  tcnsearch 0.2: Optuna's TPE over one categorical `tcn` label and the lr
-- tpe / gp / nsga2-free samplers on K, f, D, B as ordered integers (tcnsearch's Proposer, the
+- tpe / nsga2 / gp: the samplers on K, f, D, B as ordered integers (tcnsearch's Proposer, the
   same code a study runs), infeasible proposals told as such
 - ray-optunasearch+asha: Ray Tune's stock OptunaSearch (TPE over a categorical label and the lr)
   with ASHA, as users set it up: an ASHA-stopped trial is told COMPLETE with its partial value
@@ -53,7 +53,7 @@ TABLE = HERE / "data" / "tabular-lm.json.gz"
 CHECKPOINTS = (10, 20, 40)
 TARGET = 0.05  # regret counted as "found"
 WORKERS = 2
-METHODS = ("random", "tpe-categorical", "ray-optunasearch+asha", "tpe", "tpe+asha", "gp")
+METHODS = ("random", "tpe-categorical", "ray-optunasearch+asha", "tpe", "tpe+asha", "nsga2", "gp")
 
 
 def load_table(path: Path = TABLE) -> dict:
@@ -112,11 +112,11 @@ def replay(method: str, seed: int, trials: int, doc: dict) -> list[float]:
                           "per_block": r["B"], "latency_ms": r["latency_ms"]}
     grid = {k: doc["grid"][k] for k in ("kernel_size", "dilation_factor", "depth", "per_block")}
     space = StructureSpace(grid, survivors)
-    structured = method in ("tpe", "tpe+asha", "gp", "random")
+    structured = method in ("tpe", "tpe+asha", "gp", "nsga2", "random")
     if method in ("tpe", "tpe+asha"):
         sampler = Sampler(type="tpe", seed=seed).build()  # tcnsearch's default: multivariate, constant liar
-    elif method == "gp":
-        sampler = Sampler(type="gp", seed=seed).build()
+    elif method in ("gp", "nsga2"):
+        sampler = Sampler(type=method, seed=seed).build()
     elif method == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:  # tcnsearch 0.2, and Ray's OptunaSearch: Optuna's default TPE over categorical labels
