@@ -15,7 +15,8 @@ Methods:
   same code a study runs), infeasible proposals told as such
 - ray-optunasearch+asha: Ray Tune's stock OptunaSearch (TPE over a categorical label and the lr)
   with ASHA, as users set it up: an ASHA-stopped trial is told COMPLETE with its partial value
-- tpe+asha:         the structured TPE with ASHA, stopped trials told PRUNED (what a study does)
+- tpe+asha, gp+asha: the structured samplers with ASHA, stopped trials told PRUNED (what a study
+  does; TPE learns from them, Optuna's GP fits finished trials only)
 
 For each: the normalized regret of the incumbent, the configuration whose full run reported the
 best final bpc so far, scored by its seed-averaged final bpc (0 = the table's best configuration,
@@ -23,8 +24,8 @@ best final bpc so far, scored by its seed-averaged final bpc (0 = the table's be
 95% interval, and the trials each needs to reach regret <= 0.05, side by side; a plotly figure
 of regret against trials goes to benchmarks/results/search_quality.html.
 
-    python benchmarks/search_quality.py              # 30 seeds, 60 trials, ~5 min on 2 cores
-    python benchmarks/search_quality.py --seeds 10 --methods random,tpe
+    python benchmarks/search_quality.py              # 100 seeds x 150 trials (GP: x 40), ~30 min on 2 cores
+    python benchmarks/search_quality.py --seeds 30 --methods random,tpe
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ TABLE = HERE / "data" / "tabular-lm.json.gz"
 CHECKPOINTS = (10, 20, 40)
 TARGET = 0.05  # regret counted as "found"
 WORKERS = 2
-METHODS = ("random", "tpe-categorical", "ray-optunasearch+asha", "tpe", "tpe+asha", "nsga2", "gp")
+METHODS = ("random", "tpe-categorical", "ray-optunasearch+asha", "tpe", "tpe+asha", "nsga2", "gp", "gp+asha")
 
 
 def load_table(path: Path = TABLE) -> dict:
@@ -112,11 +113,10 @@ def replay(method: str, seed: int, trials: int, doc: dict) -> list[float]:
                           "per_block": r["B"], "latency_ms": r["latency_ms"]}
     grid = {k: doc["grid"][k] for k in ("kernel_size", "dilation_factor", "depth", "per_block")}
     space = StructureSpace(grid, survivors)
-    structured = method in ("tpe", "tpe+asha", "gp", "nsga2", "random")
-    if method in ("tpe", "tpe+asha"):
-        sampler = Sampler(type="tpe", seed=seed).build()  # tcnsearch's default: multivariate, constant liar
-    elif method in ("gp", "nsga2"):
-        sampler = Sampler(type=method, seed=seed).build()
+    base = method.removesuffix("+asha")
+    structured = base in ("tpe", "gp", "nsga2", "random")
+    if base in ("tpe", "gp", "nsga2"):
+        sampler = Sampler(type=base, seed=seed).build()  # as a study builds it
     elif method == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:  # tcnsearch 0.2, and Ray's OptunaSearch: Optuna's default TPE over categorical labels
@@ -185,6 +185,9 @@ def interval(x) -> tuple[float, float]:
 
 def _one(args):
     method, seed, trials, path = args
+    import torch
+
+    torch.set_num_threads(1)  # one replay per process: GP's torch threads would only fight each other
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     doc = load_table(Path(path))
     t0 = time.perf_counter()
@@ -192,11 +195,24 @@ def _one(args):
     return method, seed, [regret(doc, v) if math.isfinite(v) else 1.0 for v in found], time.perf_counter() - t0
 
 
+def ratio_interval(slow, fast) -> tuple[float, float]:
+    """Bootstrap 95% interval of IQM(slow) / IQM(fast): how many times fewer trials `fast` needs."""
+    rng = np.random.default_rng(0)
+    slow, fast = np.asarray(slow, dtype=float), np.asarray(fast, dtype=float)
+    ratios = [iqm(rng.choice(slow, len(slow))) / iqm(rng.choice(fast, len(fast))) for _ in range(2000)]
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=str(TABLE))
-    parser.add_argument("--seeds", type=int, default=30)
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=150,
+                        help="trials per replay: long enough that nearly every random seed reaches regret 0.05, "
+                             "so that the slow methods' counts are not cut short")
+    parser.add_argument("--gp-seeds", type=int, help="seeds of the GP methods (default: --seeds)")
+    parser.add_argument("--gp-trials", type=int, default=40,
+                        help="trials per GP replay: its asks take up to a second each, and it gets there in ~10")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workers", type=int, default=2, help="processes replaying at once")
     parser.add_argument("--out", default=str(HERE / "results" / "search_quality.html"), help="the plotly figure")
@@ -204,7 +220,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     doc = load_table(Path(args.table))
-    jobs = [(m, s, args.trials, args.table) for m in methods for s in range(args.seeds)]
+    gp_plan = (args.gp_seeds or args.seeds, args.gp_trials)
+    plan = {m: gp_plan if m.startswith("gp") else (args.seeds, args.trials) for m in methods}
+    jobs = [(m, s, trials, args.table) for m, (seeds, trials) in plan.items() for s in range(seeds)]
+    jobs.sort(key=lambda job: not job[0].startswith("gp"))  # the slow ones first, so both workers stay busy
     curves: dict[str, list[list[float]]] = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
     with ProcessPoolExecutor(args.workers) as pool:
@@ -212,46 +231,61 @@ def main(argv=None) -> dict:
             curves[method].append(curve)
             seconds[method] += took
     report = {"table": {"runs": len(doc["rows"]), "configs": len(doc["worth"]), "structures": doc["structures"],
-                        "best_bpc": doc["best"],
-                        "median_bpc": doc["median"], "device": doc["device"]},
-              "seeds": args.seeds, "trials": args.trials, "methods": {}}
+                        "best_bpc": doc["best"], "median_bpc": doc["median"], "device": doc["device"],
+                        "seed_sd_bpc": seed_noise(doc), "target_bpc": TARGET * (doc["median"] - doc["best"])},
+              "methods": {}}
+    reaches = {}
     for m in methods:
+        seeds, trials = plan[m]
         runs = np.array(curves[m])  # (seeds, trials)
-        at = {n: (iqm(runs[:, n - 1]), interval(runs[:, n - 1])) for n in CHECKPOINTS if n <= args.trials}
+        at = {n: (iqm(runs[:, n - 1]), interval(runs[:, n - 1])) for n in CHECKPOINTS if n <= trials}
         reach = [next((i + 1 for i, r in enumerate(c) if r <= TARGET), math.inf) for c in runs]
-        finite = [r if math.isfinite(r) else args.trials + 1 for r in reach]  # not reached: counted as trials+1
-        report["methods"][m] = {"regret": {n: {"iqm": v, "ci": ci} for n, (v, ci) in at.items()},
-                                "trials_to_target": {"iqm": iqm(finite), "ci": interval(finite),
+        reaches[m] = [r if math.isfinite(r) else trials + 1 for r in reach]  # not reached: counted as trials+1
+        report["methods"][m] = {"seeds": seeds, "trials": trials,
+                                "regret": {n: {"iqm": v, "ci": ci} for n, (v, ci) in at.items()},
+                                "trials_to_target": {"iqm": iqm(reaches[m]), "ci": interval(reaches[m]),
                                                      "reached": sum(math.isfinite(r) for r in reach)},
-                                "curve_iqm": [iqm(runs[:, i]) for i in range(args.trials)],
-                                "curve_ci": [interval(runs[:, i]) for i in range(args.trials)],
-                                "seconds_per_seed": seconds[m] / args.seeds}
+                                "curve_iqm": [iqm(runs[:, i]) for i in range(trials)],
+                                "curve_ci": [interval(runs[:, i]) for i in range(trials)],
+                                "seconds_per_seed": seconds[m] / seeds}
+        if "random" in reaches:
+            report["methods"][m]["vs_random"] = {"ratio": iqm(reaches["random"]) / iqm(reaches[m]),
+                                                 "ci": ratio_interval(reaches["random"], reaches[m])}
     _figure(report, Path(args.out))
     if args.json:
-        print(json.dumps({k: v for k, v in report.items()}, default=str))
+        print(json.dumps(report, default=str))
     else:
         _print(report)
     return report
 
 
+def seed_noise(doc: dict) -> float:
+    """The standard deviation of one run's final bpc around its configuration's mean (pooled over seeds)."""
+    pairs = [[r["bpc"] for r in rows] for rows in doc["runs"].values() if len(rows) > 1]
+    return float(np.sqrt(np.mean([np.var(p, ddof=1) for p in pairs]))) if pairs else 0.0
+
+
 def _print(report: dict) -> None:
     t = report["table"]
     print(f"table: {t['runs']} runs, {t['configs']} configurations of {t['structures']} structures x lr on "
-          f"{t['device']}; best configuration {t['best_bpc']:.4f} "
-          f"bpc, median {t['median_bpc']:.4f}; {report['seeds']} seeds x {report['trials']} trials, 2 workers")
-    head = "".join(f"{f'regret@{n}':>22}" for n in CHECKPOINTS) + f"{'trials to <=0.05':>24}"
-    print(f"{'method':<24}{head}")
-    random_reach = report["methods"].get("random", {}).get("trials_to_target", {}).get("iqm")
+          f"{t['device']}; best configuration {t['best_bpc']:.4f} bpc, median {t['median_bpc']:.4f}; regret 0.05 "
+          f"is {t['target_bpc']:.4f} bpc, one run's seed noise {t['seed_sd_bpc']:.4f} bpc (sd); 2 workers")
+    head = "".join(f"{f'regret@{n}':>22}" for n in CHECKPOINTS) + f"{'trials to <=0.05':>20}{'vs random':>18}"
+    print(f"{'method':<24}{'seeds x trials':>15}{head}")
     for m, r in report["methods"].items():
         cells = "".join(f"{r['regret'][n]['iqm']:>8.3f} [{r['regret'][n]['ci'][0]:.2f},{r['regret'][n]['ci'][1]:.2f}]"
                         .rjust(22) for n in CHECKPOINTS if n in r["regret"])
         reach = r["trials_to_target"]
-        ratio = f" ({random_reach / reach['iqm']:.1f}x)" if random_reach else ""
-        print(f"{m:<24}{cells}{reach['iqm']:>8.1f} [{reach['ci'][0]:.0f},{reach['ci'][1]:.0f}]{ratio} "
-              f"{reach['reached']}/{report['seeds']}")
-    print("regret: interquartile mean over seeds [bootstrap 95% interval]; trials to <= 0.05: IQM, seeds that "
-          f"never got there counted as {report['trials'] + 1}, (x) = random's count over this one's, then the seeds "
-          "that got there")
+        got = f"{reach['iqm']:.1f} [{reach['ci'][0]:.0f},{reach['ci'][1]:.0f}] {reach['reached']}/{r['seeds']}"
+        cells += got.rjust(20)
+        if "vs_random" in r:
+            v = r["vs_random"]
+            cells += f"{v['ratio']:.1f}x [{v['ci'][0]:.1f},{v['ci'][1]:.1f}]".rjust(18)
+        plan = f"{r['seeds']} x {r['trials']}"
+        print(f"{m:<24}{plan:>15}{cells}")
+    print("regret: interquartile mean over seeds [bootstrap 95% interval]; trials to <= 0.05: IQM [interval], "
+          "seeds that never got there counted as trials+1, then the seeds that got there; vs random: random's "
+          "IQM over this one's [bootstrap interval]")
 
 
 def _figure(report: dict, path: Path) -> None:
@@ -259,13 +293,13 @@ def _figure(report: dict, path: Path) -> None:
 
     fig = go.Figure()
     for m, r in report["methods"].items():
-        x = list(range(1, report["trials"] + 1))
+        x = list(range(1, r["trials"] + 1))
         lo, hi = zip(*r["curve_ci"], strict=True)
         fig.add_scatter(x=x + x[::-1], y=list(hi) + list(lo)[::-1], fill="toself", opacity=0.15, line={"width": 0},
                         showlegend=False, hoverinfo="skip", name=m)
         fig.add_scatter(x=x, y=r["curve_iqm"], mode="lines", name=m)
     fig.add_hline(y=TARGET, line_dash="dash", annotation_text="regret 0.05")
-    fig.update_layout(title=f"Normalized regret against trials (IQM over {report['seeds']} seeds, 95% interval), "
+    fig.update_layout(title="Normalized regret against trials (IQM over the seeds, 95% interval), "
                             "replayed on real TCNCA runs", xaxis_title="finished trials",
                       yaxis_title="normalized regret (0 best, 1 median)", yaxis_type="log")
     path.parent.mkdir(parents=True, exist_ok=True)

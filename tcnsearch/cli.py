@@ -265,7 +265,7 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
               help="enwik8: a local enwik8.zip or enwik8 (default: download once); LRA: the lra_release folder.")
 @click.option("--sampler", type=click.Choice(["tpe", "gp", "random", "nsga2", "grid"]),
-              help="The Optuna sampler (default: the study file's sampler:, else multivariate TPE).")
+              help="The Optuna sampler (default: the study file's sampler:, else the GP).")
 @click.option("--enqueue", multiple=True, metavar="paper|K,f,D,B",
               help="Train these structures first: 'paper' (TCNCA's K 17, B 1, D 4 and 3, f covering the length) "
                    "or K,f,D,B (repeatable).")

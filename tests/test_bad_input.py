@@ -63,6 +63,7 @@ def world(tmp_path_factory):
     (studies / "bad-level.yaml").write_text(_study(SMALL | {"profile": {"level": "kernel"}}))
     (studies / "tagged.yaml").write_text("task: !!python/object/apply:os.system ['echo hi']\n")
     (studies / "sampler-option.yaml").write_text(_study(SMALL | {"sampler": {"type": "random", "multivariate": True}}))
+    (studies / "sampler-default.yaml").write_text(_study(SMALL | {"sampler": {"constant_liar": False}}))
     (studies / "sampler-unknown.yaml").write_text(_study(SMALL | {"sampler": {"type": "cmaes"}}))
     (studies / "grid-range.yaml").write_text(_study(SMALL | {"sampler": {"type": "grid"}}))
     (studies / "budget-zero.yaml").write_text(_study(SMALL | {"objective": {"metric": "loss", "max_latency_ms": 0}}))
@@ -161,6 +162,8 @@ CASES = [
     (["study", "assoc-recall", "--storage", "sqlite:///junk.db"], "is not an SQLite database"),
     (["study", "assoc-recall", "--storage", "sqlite:///other.db", "--gpu", "h100"], "no H100 on this machine"),
     (["study", "studies/sampler-option.yaml"], "multivariate is not an option of the random sampler"),
+    (["study", "studies/sampler-default.yaml"], "constant_liar is not an option of the gp sampler (it takes "
+                                                "n_startup_trials, seed); constant_liar belongs to type: tpe"),
     (["study", "studies/sampler-unknown.yaml"], "sampler.type"),
     (["study", "studies/grid-range.yaml"], "the grid sampler needs choices"),
     (["study", "studies/budget-zero.yaml"], "objective.max_latency_ms"),

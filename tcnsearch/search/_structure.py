@@ -7,9 +7,12 @@ K, f, D, B is an integer parameter of its own, so a sampler learns along each ax
 Only the profile's survivors (within the study's latency budget) are ever trained. A proposal
 outside them is *infeasible*: it is told to the study at once as PRUNED with a positive
 constraint value (`trial.set_constraint`), costs no training and no budget, and samplers that use
-constraints (TPE, NSGA-II) learn to avoid it. Samplers that learn nothing from it (random, GP
-before its start-up) could keep proposing such points, so after `REPAIR_AFTER` infeasible
-proposals in a row the nearest allowed structure is queued instead (a repair).
+constraints (TPE, NSGA-II) learn to avoid it. Random search could keep proposing such points, so
+after `REPAIR_AFTER` infeasible proposals in a row the nearest allowed structure is queued instead,
+with the proposal's other parameters (a repair). A GP's proposals are repaired at once: its
+every ask is a fit of the model (up to a second), and Optuna's own GP fits finished trials only,
+so it would propose the same point again (tcnsearch's `PrunedAwareGP` learns from it, as
+infeasible, for its next proposals).
 
 Axes whose grid values are evenly spaced (K in 3, 5, 7) are `suggest_int(low, high, step)` over
 exactly those values; uneven ones (f in 2, 3, 4, 6, 8, 12, 16) are a log-scaled integer range
@@ -136,6 +139,9 @@ class Proposer:
     def __init__(self, study: optuna.Study, space: StructureSpace):
         self.study, self.space = study, space
         self.infeasible_in_a_row = 0
+        sampler = study.sampler
+        self.repair_after = (None if isinstance(sampler, optuna.samplers.GridSampler)  # visits the grid as it is
+                             else 1 if isinstance(sampler, optuna.samplers.GPSampler) else REPAIR_AFTER)
 
     def ask(self, rest: Callable[[optuna.Trial], dict]) -> tuple[optuna.Trial, dict, dict]:
         """(trial, the survivor to train, the searched values)."""
@@ -154,9 +160,9 @@ class Proposer:
             trial.set_user_attr(INFEASIBLE, f"{label(structure)}: {violated}")
             self.study.tell(trial, state=TrialState.PRUNED)  # never trained; not part of the budget
             self.infeasible_in_a_row += 1
-            if self.infeasible_in_a_row >= REPAIR_AFTER and not isinstance(self.study.sampler,
-                                                                           optuna.samplers.GridSampler):
-                # The sampler keeps proposing what cannot be trained: queue the nearest allowed structure.
-                nearest = self.space.nearest(structure)
-                self.study.enqueue_trial(self.space.params_of(nearest), user_attrs={"repaired_from": trial.number})
+            if self.repair_after is not None and self.infeasible_in_a_row >= self.repair_after:
+                # The sampler keeps proposing what cannot be trained: queue the nearest allowed
+                # structure, the proposal's other parameters kept.
+                params = trial.params | self.space.params_of(self.space.nearest(structure))
+                self.study.enqueue_trial(params, user_attrs={"repaired_from": trial.number})
                 self.infeasible_in_a_row = 0

@@ -380,7 +380,8 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
 
     with budget_lock(engine, f"tcnsearch-setup:{name_in_db}"):  # one driver creates, seeds and queues the study
         study, survivors = _prepare_study(spec, rdb, name_in_db, directions, metric_names, records, resume,
-                                          spec.sampler.build(grid_of(space, spec)),
+                                          spec.sampler.build(grid_of(space, spec),
+                                                             LATENCY if multi_objective else None),
                                           profile_attrs={"profile_backend": profile.device.backend,
                                                          "profile_level": profile_spec.level,
                                                          "profile_fingerprint": profile.device.as_dict(),

@@ -59,22 +59,40 @@ def test_regret_is_zero_at_the_best_configuration_and_one_at_the_median(sq, tabl
 
 def test_every_method_replays_and_the_report_is_consistent(sq, table, capsys, tmp_path):
     figure = tmp_path / "regret.html"
-    fast = [m for m in sq.METHODS if m != "gp"]  # GP's asks take seconds each: below, on its own
+    fast = [m for m in sq.METHODS if not m.startswith("gp")]  # GP's asks take seconds each: below, on their own
     report = sq.main(["--table", str(table), "--seeds", "3", "--trials", "20", "--workers", "1", "--json",
                       "--out", str(figure), "--methods", ",".join(fast)])
     assert list(report["methods"]) == fast
     for m, r in report["methods"].items():
+        assert (r["seeds"], r["trials"]) == (3, 20)
+        low, high = r["vs_random"]["ci"]
+        assert low <= r["vs_random"]["ratio"] <= high, m
         curve = np.array(r["curve_iqm"])
         assert len(curve) == 20 and (curve >= 0).all() and np.isfinite(curve).all(), m
         low, high = r["regret"][10]["ci"]
         assert low <= r["regret"][10]["iqm"] <= high
     # 24 configurations, 20 trials: random search has found a near-best one in most seeds
     assert report["methods"]["random"]["regret"][20]["iqm"] <= 1.0
-    assert json.loads(capsys.readouterr().out)["seeds"] == 3
+    assert json.loads(capsys.readouterr().out)["methods"]["random"]["seeds"] == 3
     assert "normalized regret" in figure.read_text()
 
 
-def test_the_gp_sampler_replays_too(sq, table):
+def test_the_gp_sampler_replays_too_with_and_without_asha(sq, table):
     doc = sq.load_table(table)
-    found = sq.replay("gp", 0, 13, doc)
-    assert len(found) == 13 and set(found[-1:]) <= set(doc["worth"].values())
+    for method in ("gp", "gp+asha"):
+        found = sq.replay(method, 0, 10, doc)
+        assert len(found) == 10 and set(found[-1:]) <= set(doc["worth"].values())
+
+
+def test_seed_noise_is_the_pooled_sd_of_runs_around_their_configuration(sq, table):
+    doc = sq.load_table(table)
+    pairs = [[r["bpc"] for r in rows] for rows in doc["runs"].values()]
+    # two seeds: the sample variance of a pair is half its squared difference
+    expected = (sum((a - b) ** 2 / 2 for a, b in pairs) / len(pairs)) ** 0.5
+    assert sq.seed_noise(doc) == pytest.approx(expected)
+
+
+def test_the_ratio_interval_brackets_the_ratio_of_iqms(sq):
+    slow, fast = [30, 40, 50, 60, 35, 45], [10, 12, 15, 11, 14, 13]
+    low, high = sq.ratio_interval(slow, fast)
+    assert low <= sq.iqm(slow) / sq.iqm(fast) <= high and low > 2
