@@ -2,12 +2,13 @@
 
 - `AskTellGrid`: Optuna's grid sampler calls `study.stop()` once the grid is visited, which only
   works inside `study.optimize`; the searcher asks `is_exhausted` instead.
-- `PrunedAwareGP`: Optuna's GP fits COMPLETE trials only, so a study's PRUNED trials are invisible
-  to it: those ASHA stopped (it keeps proposing their neighbourhood) and the proposals that were
-  never trained (it proposes the same infeasible structure again). Here the GP is also fitted on
-  each stopped trial at the last value it reported (pessimistic: training had not finished, as
-  ASHA judged), and on each never-trained proposal as infeasible. Storage is not touched: the
-  trials stay PRUNED for the dashboard and for every other sampler.
+- `StoppedAwareGP`: Optuna's GP fits COMPLETE trials only, so a trial ASHA stopped (PRUNED) is
+  invisible to it: it learns nothing from the trials it spent least on, and keeps proposing their
+  neighbourhood. Here the GP is also fitted on each stopped trial at the last value it reported
+  (pessimistic: training had not finished, as ASHA judged). Storage is not touched: the trial
+  stays PRUNED for the dashboard and for every other sampler. (Never-trained proposals are left
+  out: fitted as infeasible at the worst value so far, they distorted the objective's model near
+  the good structures, 12.7 trials to regret 0.05 instead of 9.7 on the replay benchmark.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable
 
 import optuna
 import torch
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -25,14 +25,11 @@ class AskTellGrid(optuna.samplers.GridSampler):
         pass
 
 
-class PrunedAwareGP(optuna.samplers.GPSampler):
-    """Optuna's GPSampler, fitted on the finished trials and on the study's two kinds of PRUNED ones.
+class StoppedAwareGP(optuna.samplers.GPSampler):
+    """Optuna's GPSampler, fitted on the finished trials and on those ASHA stopped.
 
-    - A trial ASHA stopped counts as the last value it reported, and towards the random start-up
-      (with ASHA stopping half, waiting for 5 COMPLETE trials would double the random start).
-    - A proposal that was never trained (not a survivor, or over the latency budget) counts as
-      infeasible, with its constraint values, and as the worst value finished so far: its
-      constraint models learn where training is not allowed, and it is not proposed again.
+    A stopped trial counts as the last value it reported, and towards the random start-up (with
+    ASHA stopping half, waiting for 5 COMPLETE trials would double the random start).
 
     Args:
         other_values: in a Pareto study, a stopped trial's values of the objectives after the
@@ -45,7 +42,7 @@ class PrunedAwareGP(optuna.samplers.GPSampler):
         self._other_values = other_values
 
     def sample_relative(self, study, trial, search_space):
-        # GPSampler.sample_relative with the PRUNED trials added; the running trials are the
+        # GPSampler.sample_relative with the stopped trials added; the running trials are the
         # pending points of its qLogEI.
         if search_space == {}:
             return {}
@@ -60,17 +57,13 @@ class PrunedAwareGP(optuna.samplers.GPSampler):
         running = [t for t in trials if t.state == TrialState.RUNNING]
         if len(finished) < self._n_startup_trials:
             return {}
-        worst = [max(v) if d == StudyDirection.MINIMIZE else min(v)
-                 for d, v in zip(study.directions, zip(*(t.values for t in finished), strict=True), strict=True)]
-        finished += [self._as_finished(t, worst) for t in pruned if not t.intermediate_values
-                     and any(c > 0 for c in (t.constraints or {}).values())]
         with torch.device("cpu"):  # as GPSampler: whatever the default device, its fit runs on the CPU
             return self._sample_relative_impl(study, finished, running, search_space)
 
-    def _as_finished(self, trial: FrozenTrial, values: list[float] | None = None) -> FrozenTrial:
-        if values is None:  # stopped: its last value, and its latency in a Pareto study
-            last = trial.intermediate_values[max(trial.intermediate_values)]
-            values = [last, *(self._other_values(trial) if self._other_values is not None else [])]
+    def _as_finished(self, trial: FrozenTrial) -> FrozenTrial:
+        """A stopped trial as the GP sees it: its last value, and its latency in a Pareto study."""
+        last = trial.intermediate_values[max(trial.intermediate_values)]
+        values = [last, *(self._other_values(trial) if self._other_values is not None else [])]
         return optuna.trial.create_trial(state=TrialState.COMPLETE, values=values, params=trial.params,
                                          distributions=trial.distributions, user_attrs=trial.user_attrs,
                                          system_attrs=trial.system_attrs)

@@ -11,8 +11,7 @@ constraints (TPE, NSGA-II) learn to avoid it. Random search could keep proposing
 after `REPAIR_AFTER` infeasible proposals in a row the nearest allowed structure is queued instead,
 with the proposal's other parameters (a repair). A GP's proposals are repaired at once: its
 every ask is a fit of the model (up to a second), and Optuna's own GP fits finished trials only,
-so it would propose the same point again (tcnsearch's `PrunedAwareGP` learns from it, as
-infeasible, for its next proposals).
+so it would propose the same point again.
 
 Axes whose grid values are evenly spaced (K in 3, 5, 7) are `suggest_int(low, high, step)` over
 exactly those values; uneven ones (f in 2, 3, 4, 6, 8, 12, 16) are a log-scaled integer range

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tcnsearch._names import SAFE, file_name
 from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.profile import ProfileSpec
-from tcnsearch.search._samplers import AskTellGrid, PrunedAwareGP
+from tcnsearch.search._samplers import AskTellGrid, StoppedAwareGP
 from tcnsearch.train import PRESETS, TrainConfig, make_config, merge_overrides, set_dotted
 
 STRUCTURE_PARAMS = ("K", "f", "D", "B", "tcn")  # drawn from the profile's survivors, never from `space`
@@ -144,7 +144,7 @@ class Sampler(BaseModel):
                                               )
         if self.type == "gp":
             other = (lambda t: [float(t.user_attrs[latency_key])]) if latency_key else None
-            return PrunedAwareGP(other, seed=self.seed, n_startup_trials=self.n_startup_trials)
+            return StoppedAwareGP(other, seed=self.seed, n_startup_trials=self.n_startup_trials)
         if self.type == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=self.population_size)
         if self.type == "grid":

@@ -183,5 +183,6 @@ def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tm
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
     trials = stored_trials(pg_url, "blip")
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    states = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3, states
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
