@@ -12,7 +12,7 @@ COPY studies ./studies
 RUN pip install --no-cache-dir torch==2.13.0 && pip install --no-cache-dir -e .
 # Compile the native TCN kernel into the image once, not in every container.
 ENV TCNSEARCH_CACHE=/opt/tcnsearch-cache
-RUN python -c "from tcnsearch.ops import _dconv; _dconv.load()" || true
+RUN python -c "from tcnsearch.ops import dconv; dconv.load()" || true
 WORKDIR /work
 ENTRYPOINT []
 CMD ["tcnsearch", "--help"]

@@ -27,8 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from attention_ablation import stdlib_corpus  # noqa: E402
 
-from tcnsearch.search import run_study  # noqa: E402
-from tcnsearch.search._study import trained  # noqa: E402
+from tcnsearch.search import frozen, run_study, trained  # noqa: E402
 
 STUDY = HERE / "data" / "tabular-lm.yaml"
 TABLE = HERE / "data" / "tabular-lm.json.gz"
@@ -36,21 +35,22 @@ TABLE = HERE / "data" / "tabular-lm.json.gz"
 
 def export(storage: str, path: Path = TABLE) -> dict:
     study = optuna.load_study(study_name="tabular-lm-tiny", storage=storage)
-    survivors = {s["label"]: s for s in study.user_attrs["survivors"]}
+    frozen_survivors, grid = frozen(study)
+    survivors = {s.label: s for s in frozen_survivors}
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if not trained(t):
             continue
         s = survivors[t.user_attrs["tcn"]]
-        rows.append({"K": s["kernel_size"], "f": s["dilation_factor"], "D": s["depth"], "B": s["per_block"],
-                     "R": s["receptive_field"], "lr": t.params["lr"], "seed": t.params["seed"],
+        rows.append({"K": s.structure.kernel_size, "f": s.structure.dilation_factor, "D": s.structure.depth,
+                     "B": s.structure.per_block, "R": s.receptive_field, "lr": t.params["lr"], "seed": t.params["seed"],
                      "curve": [[step, round(v, 5)] for step, v in sorted(t.intermediate_values.items())],
                      "bpc": round(t.value, 5), "train_s": round(t.duration.total_seconds(), 2),
-                     "latency_ms": round(s["latency_ms"], 4), "speedup": round(s["speedup_fwdbwd"], 4),
-                     "latency_source": s["source"]})
+                     "latency_ms": round(s.latency_ms, 4), "speedup": round(s.speedup_fwdbwd, 4),
+                     "latency_source": s.source})
     doc = {"task": "TCNCA byte-level LM, stdlib corpus (benchmarks/data/tabular-lm.yaml, preset tiny)",
            "metric": "bpc", "mode": "min", "device": study.user_attrs["device"],
-           "profile_level": study.user_attrs.get("profile_level"), "grid": survivors[next(iter(survivors))]["choices"],
+           "profile_level": study.user_attrs.get("profile_level"), "grid": grid,
            "structures": len({(r["K"], r["f"], r["D"], r["B"]) for r in rows}), "rows": rows}
     with gzip.open(path, "wt") as fh:
         json.dump(doc, fh, separators=(",", ":"))

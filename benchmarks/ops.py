@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.utils import benchmark
 
-from tcnsearch.ops import TCN, MultiHeadEMA, _dconv, receptive_field
+from tcnsearch.ops import TCN, MultiHeadEMA, dconv, receptive_field
 
 
 def timeit(fn, min_run_time: float) -> benchmark.Measurement:
@@ -65,7 +65,7 @@ def compile_seconds() -> float:
     """Time one compilation of the native kernel from scratch (normally done once per machine)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        _dconv._compile(Path(tmp) / "dconv.so")
+        dconv.compile_to(Path(tmp) / "dconv.so")
         return time.perf_counter() - start
 
 
@@ -118,7 +118,7 @@ def run(lengths, channels, batch, ema_dim, kernel_size, depth, min_run_time, log
             f"x{row['speedup_fwdbwd']:5.2f}")
     return {
         "device": platform.processor() or platform.machine(),
-        "cpu": _dconv._cpu_model().split(":", 1)[-1].strip(),
+        "cpu": dconv.cpu_model().split(":", 1)[-1].strip(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "native_kernel_compile_s": compile_seconds(),
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--lengths takes comma-separated integers >= 2, got {args.lengths!r}")
-    if not _dconv.available():
+    if not dconv.available():
         print("warning: the native kernel is unavailable; the 'TCN' columns use the reference path",
               file=sys.stderr)
     result = run(lengths, args.channels, args.batch, args.ema_dim, args.kernel_size, args.depth,

@@ -29,9 +29,16 @@ from pathlib import Path
 
 from scipy.stats import kendalltau, spearmanr
 
-from tcnsearch.profile import LatencyModel, LatencyTable, ProfileSpec, fingerprint, run_profile, spread_sample
-from tcnsearch.profile.devices import default_cpu_threads
-from tcnsearch.profile.runner import decision
+from tcnsearch.profile import (
+    LatencyModel,
+    LatencyTable,
+    ProfileSpec,
+    decision,
+    default_cpu_threads,
+    fingerprint,
+    run_profile,
+    spread_sample,
+)
 from tcnsearch.storage import create_engine
 
 KEY = ("kernel_size", "dilation_factor", "depth", "per_block")
@@ -144,9 +151,10 @@ def part_adaptive(args, tmp: Path, log) -> dict:
     train = [r for r in rows if key(r) in {tuple(getattr(c, k) for k in KEY) for c in train_c}]
     held = [r for r in rows if r not in train]
     model = LatencyModel.fit(train)
-    from tcnsearch.profile import Candidate, Shape
+    from tcnsearch.profile import Shape
+    from tcnsearch.structure import Structure
 
-    items = [(Shape(r["batch"], r["channels"], r["length"], r["ema_dim"], r["bidirectional"]), Candidate(*key(r)))
+    items = [(Shape(r["batch"], r["channels"], r["length"], r["ema_dim"], r["bidirectional"]), Structure(*key(r)))
              for r in held]
     preds = model.predict(items)
     scores = {}
@@ -239,7 +247,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or default_cpu_threads())  # what the parts measure with, for the device line
     out: dict = {"threads": torch.get_num_threads(),
                  "device": fingerprint(torch.device("cuda" if torch.cuda.is_available() and args.gpu != "cpu"
-                                                    else "cpu"), "float32").as_dict()}
+                                                    else "cpu"), "fp32").as_dict()}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)

@@ -46,8 +46,9 @@ import optuna
 from optuna.trial import TrialState
 from scipy import stats
 
-from tcnsearch.search._structure import Proposer, StructureSpace, label
-from tcnsearch.search.spec import Sampler
+from tcnsearch.profile import Survivor
+from tcnsearch.search import Proposer, Sampler, StructureSpace
+from tcnsearch.structure import Structure
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "data" / "tabular-lm.json.gz"
@@ -63,7 +64,7 @@ def load_table(path: Path = TABLE) -> dict:
     runs: dict[tuple, list[dict]] = {}
     for row in doc["rows"]:
         s = {"kernel_size": row["K"], "dilation_factor": row["f"], "depth": row["D"], "per_block": row["B"]}
-        runs.setdefault((label(s), row["lr"]), []).append(row)
+        runs.setdefault((Structure.of(s).label, row["lr"]), []).append(row)
     # A configuration's worth is its final bpc averaged over its seeds: a search picks its incumbent
     # by what one run reported (seed noise included), and is scored by what that configuration is worth.
     worth = {key: statistics.mean(r["bpc"] for r in rows) for key, rows in runs.items()}
@@ -109,10 +110,11 @@ def replay(method: str, seed: int, trials: int, doc: dict) -> list[float]:
         if not all((tcn, lr) in doc["runs"] for lr in doc["lrs"]):
             continue  # a table still being built: only structures with every learning rate
         r = rows[0]
-        survivors[tcn] = {"label": tcn, "kernel_size": r["K"], "dilation_factor": r["f"], "depth": r["D"],
-                          "per_block": r["B"], "latency_ms": r["latency_ms"]}
+        speedup = r.get("speedup", 1.0)
+        survivors[tcn] = Survivor(Structure(r["K"], r["f"], r["D"], r["B"]), r["latency_ms"], speedup,
+                                  (speedup, speedup), speedup, (speedup, speedup))
     grid = {k: doc["grid"][k] for k in ("kernel_size", "dilation_factor", "depth", "per_block")}
-    space = StructureSpace(grid, survivors)
+    space = StructureSpace(grid, list(survivors.values()))
     base = method.removesuffix("+asha")
     structured = base in ("tpe", "gp", "nsga2", "random")
     if base in ("tpe", "gp", "nsga2"):
@@ -130,7 +132,7 @@ def replay(method: str, seed: int, trials: int, doc: dict) -> list[float]:
     def ask():
         if structured:
             trial, s, values = proposer.ask(lambda t: {"lr": t.suggest_categorical("lr", doc["lrs"])})
-            return trial, s["label"], values["lr"]
+            return trial, s.label, values["lr"]
         trial = study.ask()
         lr = trial.suggest_categorical("lr", doc["lrs"])
         return trial, trial.suggest_categorical("tcn", labels), lr

@@ -44,6 +44,9 @@ def world(tmp_path_factory):
     optuna.create_study(study_name="kept", storage=f"sqlite:///{root / 'tcnsearch.db'}").optimize(
         lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     optuna.create_study(study_name="kept-max", direction="maximize", storage=f"sqlite:///{root / 'tcnsearch.db'}")
+    older = optuna.create_study(study_name="assoc-recall-tiny", storage=f"sqlite:///{root / 'tcnsearch.db'}")
+    older.set_user_attr("survivors", [{"label": "K3-f2-D3-B1", "choices": {}}])  # as tcnsearch 0.1 stored them
+    older.tell(older.ask(), 1.0)
     with sqlite3.connect(root / "other.db") as conn:  # another application's database
         conn.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
         conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
@@ -170,6 +173,9 @@ CASES = [
     (["study", "assoc-recall", "--sampler", "cmaes"], "Invalid value for '--sampler'"),
     (["study", "assoc-recall", "--enqueue", "5,4"], "give 'paper' or a structure as K,f,D,B"),
     (["study", "assoc-recall", "--warm-start", "nope"], "--warm-start 'nope': no such study"),
+    (["study", "assoc-recall", "--resume"], "'assoc-recall-tiny' was created by an earlier tcnsearch"),
+    (["study", "assoc-recall", "--study-name", "kept", "--resume"], "'kept' was not created by tcnsearch study"),
+    (["study", "assoc-recall"], "'assoc-recall-tiny' already holds 1 trials; --resume continues it"),
     (["study", "assoc-recall", "--warm-start", "kept-max"], "warm-start from a study with the same objective"),
     (["study", "assoc-recall", "--warm-start", "kept", "--storage", "sqlite:///missing.db"], "no such study"),
     (["study", "lra-image"], "lra-image needs its data"),
@@ -241,8 +247,13 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, world, capsys
     assert _snapshot(world) == before  # no file changed, none created (no -wal, no cache entry, no report)
 
 
-def test_there_are_enough_bad_inputs():
-    assert len(CASES) >= 60
+def test_every_command_has_its_bad_inputs_and_the_readme_counts_them():
+    from tcnsearch.cli import cli
+
+    covered = {case[0][0] for case in CASES}
+    assert set(cli.commands) <= covered, set(cli.commands) - covered
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"**{len(CASES)} bad inputs**" in readme  # the figure the README gives is this suite's
 
 
 def test_a_read_only_database_is_refused_before_anything_is_measured(pg_url, capsys):

@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tcnsearch.ops import TCN, ChunkedAttention, MultiHeadEMA
+from tcnsearch.structure import Structure
 
 # -- configuration ------------------------------------------------------------------------------
 
 
 class TCNConfig(BaseModel):
-    """The TCN's structure, as the profiler names it."""
+    """The TCN of a model: its structure's four fields (as a config file spells them) and its activation."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kernel_size: int = Field(default=5, ge=2)
@@ -50,6 +51,10 @@ class TCNConfig(BaseModel):
     depth: int = Field(default=4, ge=1)
     per_block: int = Field(default=1, ge=1)
     activation: Literal["relu", "gelu", "silu", "identity"] = "relu"
+
+    @property
+    def structure(self) -> Structure:
+        return Structure(self.kernel_size, self.dilation_factor, self.depth, self.per_block)
 
 
 class ModelConfig(BaseModel):

@@ -12,7 +12,7 @@ from tcnsearch.ops.attention import (
     laplace,
 )
 from tcnsearch.ops.ema import EMAState, MultiHeadEMA
-from tcnsearch.ops.tcn import TCN, TCNState, receptive_field
+from tcnsearch.ops.tcn import TCN, TCNState, native_kernel_available, receptive_field
 
 __all__ = [
     "TCN",
@@ -24,5 +24,6 @@ __all__ = [
     "TCNState",
     "chunked_attention",
     "laplace",
+    "native_kernel_available",
     "receptive_field",
 ]

@@ -96,7 +96,8 @@ class MultiHeadEMA(nn.Module):
     def kernel(self, length: int) -> torch.Tensor:
         """The convolution kernel k (C', length), generated as MEGA does (pass `kernel_size(L)`)."""
         p, q = self.coefficients()
-        vander = torch.arange(length).to(p).view(1, 1, length) * torch.log(q)  # (C', N, L)
+        # Built on the parameters' device: a host arange copied over would sync the GPU on every call.
+        vander = torch.arange(length, device=p.device, dtype=p.dtype).view(1, 1, length) * torch.log(q)  # (C', N, L)
         kernel = (p * self.beta) * torch.exp(vander)
         return torch.einsum("dnl,dn->dl", kernel, self.gamma * self.scale)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcnsearch.ops import _dconv
+from tcnsearch.ops import dconv
 
 BACKENDS = ("auto", "native", "torch")
 _ACT_FN = {
@@ -37,6 +37,11 @@ _ACT_FN = {
     "gelu": lambda z: F.gelu(z, approximate="tanh"),
     "silu": F.silu,
 }
+
+
+def native_kernel_available() -> bool:
+    """Whether the TCN runs its native CPU kernel here (a C compiler built it), rather than the PyTorch path."""
+    return dconv.available()
 
 
 def receptive_field(kernel_size: int, dilation_factor: int, depth: int, per_block: int = 1) -> int:
@@ -125,14 +130,15 @@ class TCN(nn.Module):
     def _use_native(self, x: torch.Tensor) -> bool:
         if self.backend == "torch":
             return False
-        ok = x.device.type == "cpu" and x.dtype == torch.float32
+        # Under a lower-precision autocast the TCN computes as the rest of the model does (conv1d in bf16).
+        ok = x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
         if self.backend == "native":
             if not ok:
                 raise ValueError("the native TCN kernel takes float32 CPU tensors")
-            if not _dconv.available():
+            if not dconv.available():
                 raise RuntimeError("the native TCN kernel could not be compiled (see the log)")
             return True
-        return ok and _dconv.available()
+        return ok and dconv.available()
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, C) -> (B, L, C). padding_mask: (B, L), True at padded positions, which are
@@ -152,7 +158,7 @@ class TCN(nn.Module):
                     # The residual add rides along in the last convolution unless dropout sits between.
                     skip = x if (last and drop == 0.0 and j > 0) else None
                     self_res = last and drop == 0.0 and j == 0
-                    h = _dconv.dilated_conv(h, w, skip, d, pad, self.activation, self_res)
+                    h = dconv.dilated_conv(h, w, skip, d, pad, self.activation, self_res)
                     if drop:
                         h = F.dropout(h, drop, True)
                     if last and drop:

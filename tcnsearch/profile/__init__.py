@@ -6,38 +6,49 @@
     result.undecided  # intervals that still straddle it after the time cap
 
 Modules, in the order the data flows: candidates (the grid and its settings), levels (what is
-timed: operator, layer, model), measure (paired rounds, bootstrap intervals), table (the latency
-table), latency_model (predictions for what was not measured), runner (run_profile).
+timed: operator, layer, model), measure (paired rounds, bootstrap intervals, the local measurer),
+rounds (a profile's measuring session), table (the latency table), latency_model (predictions for
+what was not measured), result (decisions, rows, the survivor record), runner (run_profile),
+figures (plots of a profile).
 """
 
-from tcnsearch.profile.candidates import LEVELS, Candidate, ProfileSpec, make_spec
-from tcnsearch.profile.devices import GPU_MODELS, Fingerprint, fingerprint, resolve_local
+from tcnsearch.profile.candidates import LEVELS, ProfileSpec, make_spec
+from tcnsearch.profile.devices import Fingerprint, default_cpu_threads, fingerprint
+from tcnsearch.profile.figures import dashboard_figure, profile_figures, profile_note, speedup_text
 from tcnsearch.profile.latency_model import LatencyModel
 from tcnsearch.profile.levels import METRICS, Shape, swap_tcn_for_ema
-from tcnsearch.profile.measure import PairedSession, median_interval
-from tcnsearch.profile.runner import ProfileResult, assemble, decision, run_profile, shapes_of, spread_sample
+from tcnsearch.profile.measure import LocalMeasurer, PairedSession, median_interval
+from tcnsearch.profile.result import ProfileResult, Survivor, assemble, decision, shapes_of
+from tcnsearch.profile.rounds import Session, finished
+from tcnsearch.profile.runner import run_profile, spread_sample
 from tcnsearch.profile.table import LatencyTable
 
 __all__ = [
-    "GPU_MODELS",
     "LEVELS",
     "METRICS",
-    "Candidate",
     "Fingerprint",
     "LatencyModel",
     "LatencyTable",
+    "LocalMeasurer",
     "PairedSession",
     "ProfileResult",
     "ProfileSpec",
+    "Session",
     "Shape",
+    "Survivor",
     "assemble",
+    "dashboard_figure",
     "decision",
+    "default_cpu_threads",
+    "finished",
     "fingerprint",
     "make_spec",
     "median_interval",
-    "resolve_local",
+    "profile_figures",
+    "profile_note",
     "run_profile",
     "shapes_of",
+    "speedup_text",
     "spread_sample",
     "swap_tcn_for_ema",
 ]

@@ -5,34 +5,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tcnsearch.choices import LEVELS, PRECISIONS
 from tcnsearch.errors import UserError, read_yaml, validation_message
-from tcnsearch.ops import receptive_field
+from tcnsearch.structure import Metric, Structure, metric_of
 
-DTYPES = ("float32", "float16", "bfloat16")
-LEVELS = ("op", "layer", "model")
-
-
-@dataclass(frozen=True, order=True)
-class Candidate:
-    """One TCN structure: K, f, D, B."""
-
-    kernel_size: int
-    dilation_factor: int
-    depth: int
-    per_block: int = 1
-
-    @property
-    def receptive_field(self) -> int:
-        return receptive_field(self.kernel_size, self.dilation_factor, self.depth, self.per_block)
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"receptive_field": self.receptive_field}
+LEGACY_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 class ProfileSpec(BaseModel):
@@ -52,13 +34,15 @@ class ProfileSpec(BaseModel):
     channels: int = Field(default=64, ge=1)
     batch: int = Field(default=1, ge=1)
     ema_dim: int = Field(default=16, ge=1, description="N of the EMA being replaced (MEGA: 16)")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: Literal[PRECISIONS] = Field(
+        default="auto", description="the precision timed, as training runs it: auto (fp32 on a CPU, bf16 on "
+                                    "GPUs with native bf16, fp16 on V100/T4), fp32, bf16 or fp16 (autocast)")
     bidirectional: bool = Field(default=False, description="non-causal TCN vs bidirectional EMA")
     mode: Literal["train", "infer"] = Field(default="train", description="train: fwd+bwd; infer: fwd")
     min_speedup: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     min_receptive_field: int | Literal["length"] | None = Field(
         default="length", description="'length': R >= the longest length (the paper's rule); a number; or none")
-    level: Literal["op", "layer", "model"] = Field(
+    level: Literal[LEVELS] = Field(
         default="op", description="op: TCN vs EMA; layer: a MEGA layer with either; model: the whole model")
     model: dict | None = Field(default=None, description="layer/model levels: ModelConfig fields (a study's model)")
     # How long to measure: pairs until the speedup's 95% interval is narrower than `precision`
@@ -73,6 +57,11 @@ class ProfileSpec(BaseModel):
     strategy: Literal["adaptive", "full"] = Field(
         default="adaptive", description="adaptive: a spread-out sample, then only what the latency model cannot "
                                         "decide; full: measure every candidate")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _precision_names(cls, value):
+        return LEGACY_DTYPES.get(value, value)  # float32, bfloat16, float16: the names torch gives them
 
     @field_validator("lengths", "kernel_sizes", "dilation_factors", "depths", "per_block")
     @classmethod
@@ -104,7 +93,12 @@ class ProfileSpec(BaseModel):
             self.build_model_config()  # fails here, with the field named, rather than mid-profile
         return self
 
-    def build_model_config(self, candidate: Candidate | None = None):
+    @property
+    def metric(self) -> Metric:
+        """The speedup that decides: "fwdbwd" in train mode, "fwd" in infer mode."""
+        return metric_of(self.mode)
+
+    def build_model_config(self, candidate: Structure | None = None):
         """The model the layer and model levels time: the study's (`model`), else MEGA's layout at
         this profile's width; its TCN is `candidate`'s."""
         from tcnsearch.models import ModelConfig
@@ -114,8 +108,7 @@ class ProfileSpec(BaseModel):
         doc = base | (self.model or {})
         doc.pop("tcn", None)
         if candidate is not None:
-            doc["tcn"] = {"kernel_size": candidate.kernel_size, "dilation_factor": candidate.dilation_factor,
-                          "depth": candidate.depth, "per_block": candidate.per_block}
+            doc["tcn"] = candidate.as_dict()
         try:
             return ModelConfig(**doc)
         except ValidationError as err:
@@ -136,9 +129,9 @@ class ProfileSpec(BaseModel):
             return max(self.lengths)
         return self.min_receptive_field or 1
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self) -> list[Structure]:
         """The grid, less the structures whose receptive field is too small."""
-        grid = (Candidate(*c) for c in itertools.product(self.kernel_sizes, self.dilation_factors,
+        grid = (Structure(*c) for c in itertools.product(self.kernel_sizes, self.dilation_factors,
                                                            self.depths, self.per_block))
         return [c for c in grid if c.receptive_field >= self.required_receptive_field]
 

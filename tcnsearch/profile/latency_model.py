@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tcnsearch.profile.candidates import Candidate
 from tcnsearch.profile.levels import METRICS, Shape
+from tcnsearch.structure import Structure
 
 Z95 = 1.96
 
 
-def features(cand: Candidate, shape: Shape) -> list[float]:
+def features(cand: Structure, shape: Shape) -> list[float]:
     """Structure, shape and operation counts, on log scales where they act multiplicatively."""
     k, f, d, b = cand.kernel_size, cand.dilation_factor, cand.depth, cand.per_block
     taps = d * b * k  # multiply-adds per element and channel: the TCN's work
@@ -87,7 +87,7 @@ class LatencyModel:
         base_ms = {k: {m: float(np.median(v[m])) for m in METRICS if v[m]} for k, v in base.items()}
         return cls(gps, base_ms, len(rows), scale)
 
-    def predict(self, items: list[tuple[Shape, Candidate]]) -> list[dict[str, tuple[float, float, float]]]:
+    def predict(self, items: list[tuple[Shape, Structure]]) -> list[dict[str, tuple[float, float, float]]]:
         """Per (shape, candidate): each metric's predicted speedup as (median, low, high), a 95% interval."""
         if not items:
             return []
@@ -132,8 +132,8 @@ def _calibration(pipe, x: np.ndarray, y: np.ndarray, alpha: np.ndarray, folds: i
     return float(np.clip(np.quantile(z, 0.95) / Z95, 1.0, 10.0))
 
 
-def _cand(r: dict) -> Candidate:
-    return Candidate(r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"])
+def _cand(r: dict) -> Structure:
+    return Structure(r["kernel_size"], r["dilation_factor"], r["depth"], r["per_block"])
 
 
 def _shape(r: dict) -> Shape:

@@ -7,21 +7,24 @@
            inference forward, with the TCN against the same model with the EMA in its place
 
 Every level gives two workloads per side: "fwd" (a forward without autograd; inference) and
-"fwdbwd" (forward and backward; at model level a whole training step). The EMA side is always
-the TCN side with each TCN swapped for MEGA's EMA, so everything else is the same code.
+"fwdbwd" (forward and backward; at model level a whole training step, `train.train_step` itself).
+The EMA side is always the TCN side with each TCN swapped for MEGA's EMA, so everything else is
+the same code. Every level runs in the run's precision as training does: float32 parameters, the
+forward under autocast (bf16, or fp16 with the gradient scaler), nothing under it in fp32.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from tcnsearch import hardware
 from tcnsearch.ops import TCN, MultiHeadEMA
-from tcnsearch.profile.candidates import Candidate, ProfileSpec
+from tcnsearch.profile.candidates import ProfileSpec
+from tcnsearch.structure import Structure
 
 METRICS = ("fwd", "fwdbwd")
 
@@ -55,29 +58,6 @@ def swap_tcn_for_ema(module: nn.Module, ema_dim: int) -> nn.Module:
     return module
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
-    # Layers and models keep float32 parameters and run lower precisions under autocast, as training does.
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _op_workload(module: nn.Module, x: torch.Tensor) -> Workload:
-    x_grad = x.detach().requires_grad_()
-    grad = torch.randn_like(x)
-
-    def fwd():
-        with torch.no_grad():
-            module(x)
-
-    def fwdbwd():
-        module(x_grad).backward(grad)
-        x_grad.grad = None
-        module.zero_grad(set_to_none=True)
-
-    return Workload({"fwd": fwd, "fwdbwd": fwdbwd})
-
-
 def _block(cfg) -> nn.Module:
     from tcnsearch.models.model import MegaLayer, MixerBlock, SimpleBlock
 
@@ -86,16 +66,17 @@ def _block(cfg) -> nn.Module:
     return SimpleBlock(cfg) if cfg.arch == "tcnca_simple" else MixerBlock(cfg)
 
 
-def _layer_workload(module: nn.Module, x: torch.Tensor, device, dtype) -> Workload:
+def _module_workload(module: nn.Module, x: torch.Tensor, device, precision: str) -> Workload:
+    """An operator or a layer on (B, L, C) activations: a forward, and a forward with its backward."""
     x_grad = x.detach().requires_grad_()
     grad = torch.randn_like(x)
 
     def fwd():
-        with torch.no_grad(), _autocast(device, dtype):
+        with torch.no_grad(), hardware.autocast(device, precision):
             module(x)
 
     def fwdbwd():
-        with _autocast(device, dtype):
+        with hardware.autocast(device, precision):
             y = module(x_grad)
         y.backward(grad.to(y.dtype))
         x_grad.grad = None
@@ -104,8 +85,8 @@ def _layer_workload(module: nn.Module, x: torch.Tensor, device, dtype) -> Worklo
     return Workload({"fwd": fwd, "fwdbwd": fwdbwd})
 
 
-def _model_workload(model: nn.Module, shape: Shape, device, dtype) -> Workload:
-    from tcnsearch.train import _loss
+def _model_workload(model: nn.Module, shape: Shape, device, precision: str) -> Workload:
+    from tcnsearch.train import make_optimizer, train_step
 
     cfg = model.cfg
     gen = torch.Generator().manual_seed(0)
@@ -117,44 +98,41 @@ def _model_workload(model: nn.Module, shape: Shape, device, dtype) -> Workload:
         y = torch.randint(cfg.num_classes, (shape.batch,), generator=gen).to(device)
         if cfg.task == "retrieval":
             inputs["tokens2"] = tokens.flip(1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.1)
+    scaler = hardware.grad_scaler(device, precision)
 
     def fwd():  # what inference costs: eval mode, no autograd
         model.eval()
-        with torch.no_grad(), _autocast(device, dtype):
+        with torch.no_grad(), hardware.autocast(device, precision):
             model(**inputs)
 
-    def fwdbwd():  # one training step, as train.py takes it
+    def fwdbwd():  # one training step, the one the study's trials take
         model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, dtype):
-            loss, _, _ = _loss(model, inputs, y)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, inputs, y, device=device, precision=precision, scaler=scaler, grad_clip=1.0)
 
     return Workload({"fwd": fwd, "fwdbwd": fwdbwd})
 
 
-def build(spec: ProfileSpec, shape: Shape, candidate: Candidate | None, device: torch.device,
-          dtype: str) -> Workload:
-    """The workload of `candidate` (None: the EMA baseline) at `shape` and the spec's level.
+def build(spec: ProfileSpec, shape: Shape, candidate: Structure | None, device: torch.device,
+          precision: str) -> Workload:
+    """The workload of `candidate` (None: the EMA baseline) at `shape` and the spec's level, in `precision`
+    (resolved: fp32, bf16 or fp16).
 
     The baseline of the layer and model levels is built from the same configuration as the
     candidates' (any TCN structure; it is swapped out), so it is the same for every candidate.
     """
-    torch_dtype = getattr(torch, dtype)
     torch.manual_seed(0)
     if spec.level == "op":
         if candidate is None:
-            # MEGA keeps the EMA's parameters in float32 and runs its FFT in float32 whatever the input.
-            module = MultiHeadEMA(shape.channels, ndim=shape.ema_dim, bidirectional=shape.bidirectional).to(device)
+            # MEGA runs its EMA's FFT in float32 whatever the autocast (ops/ema.py).
+            module = MultiHeadEMA(shape.channels, ndim=shape.ema_dim, bidirectional=shape.bidirectional)
         else:
             module = TCN(shape.channels, candidate.kernel_size, candidate.dilation_factor, candidate.depth,
-                         candidate.per_block, causal=not shape.bidirectional).to(device=device, dtype=torch_dtype)
-        x = torch.randn(shape.batch, shape.length, shape.channels, device=device, dtype=torch_dtype)
-        return _op_workload(module.train(), x)
+                         candidate.per_block, causal=not shape.bidirectional)
+        x = torch.randn(shape.batch, shape.length, shape.channels, device=device)
+        return _module_workload(module.to(device).train(), x, device, precision)
 
-    cfg = spec.build_model_config(candidate or Candidate(2, 1, 1, 1))
+    cfg = spec.build_model_config(candidate or Structure(2, 1, 1, 1))
     if spec.level == "layer":
         module = _block(cfg)
     else:
@@ -166,5 +144,5 @@ def build(spec: ProfileSpec, shape: Shape, candidate: Candidate | None, device: 
     module = module.to(device).train()
     if spec.level == "layer":
         x = torch.randn(shape.batch, shape.length, cfg.d_model, device=device)
-        return _layer_workload(module, x, device, torch_dtype)
-    return _model_workload(module, shape, device, torch_dtype)
+        return _module_workload(module, x, device, precision)
+    return _model_workload(module, shape, device, precision)

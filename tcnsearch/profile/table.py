@@ -10,10 +10,10 @@ Three tables, prefixed so they never collide with Optuna's:
     tcnsearch_latency_pairs  every pair behind those rows, so a rerun continues a measurement and
                              its interval is recomputed from the raw ratios
 
-Rows are committed after every round: an interrupted profile keeps every finished pair. Only
-measurements are ever stored here; the latency model's predictions are computed on demand.
-(tcnsearch < 0.3 kept unpaired timings in tcnsearch_devices / tcnsearch_measurements, keyed
-without the backend; those tables are left as they are and no longer read.)
+Rows are committed as pairs are flushed: an interrupted profile keeps every finished pair. A row's
+status is "ok", "failed" (the structure cannot run at that shape: final) or "oom" (it ran out of
+memory: measured again by the next run, which may have more memory). Only measurements are ever
+stored here; the latency model's predictions are computed on demand.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from tcnsearch.profile.candidates import Candidate
 from tcnsearch.profile.devices import Fingerprint
 from tcnsearch.profile.levels import METRICS, Shape
 from tcnsearch.profile.measure import Pair, median_interval
+from tcnsearch.structure import Structure
 
 KEY = ("fingerprint_id", "level", "context", "kernel_size", "dilation_factor", "depth", "per_block", "batch",
        "channels", "length", "ema_dim", "bidirectional")
@@ -144,7 +144,7 @@ def summarize_pairs(pairs: list[Pair]) -> dict:
     return out
 
 
-def key_of(fp_id: int, level: str, context: str, shape: Shape, cand: Candidate) -> dict:
+def key_of(fp_id: int, level: str, context: str, shape: Shape, cand: Structure) -> dict:
     return {"fingerprint_id": fp_id, "level": level, "context": context, "kernel_size": cand.kernel_size,
             "dilation_factor": cand.dilation_factor, "depth": cand.depth, "per_block": cand.per_block,
             "batch": shape.batch, "channels": shape.channels, "length": shape.length, "ema_dim": shape.ema_dim,
@@ -178,7 +178,7 @@ class LatencyTable:
             return conn.execute(sa.select(FingerprintRow.id).where(where)).scalar_one()
 
     def get(self, fp_id: int, level: str, context: str, shapes: list[Shape],
-            candidates: list[Candidate]) -> dict[tuple[Shape, Candidate], Stored]:
+            candidates: list[Structure]) -> dict[tuple[Shape, Structure], Stored]:
         """The stored measurements of `candidates` at `shapes`."""
         wanted = {tuple(key_of(fp_id, level, context, s, c).values()): (s, c) for s in shapes for c in candidates}
         found = {}
@@ -205,7 +205,7 @@ class LatencyTable:
             rows = conn.execute(sa.select(PairRow).where(PairRow.latency_id == latency_id).order_by(PairRow.seq))
             return [Pair(r.tcn_fwd_ms, r.base_fwd_ms, r.tcn_fwdbwd_ms, r.base_fwdbwd_ms, r.wall_s) for r in rows]
 
-    def add_pairs(self, fp_id: int, level: str, context: str, shape: Shape, cand: Candidate, new: list[Pair],
+    def add_pairs(self, fp_id: int, level: str, context: str, shape: Shape, cand: Structure, new: list[Pair],
                   before: list[Pair], tcn_peak: int | None = None, base_peak: int | None = None,
                   host: str | None = None) -> Stored:
         """Append `new` pairs to a measurement that held `before`, and update its summary; one transaction."""
@@ -226,17 +226,18 @@ class LatencyTable:
             row = conn.execute(sa.select(LatencyRow).where(LatencyRow.id == latency_id)).one()
         return Stored.from_row(row)
 
-    def fail(self, fp_id: int, level: str, context: str, shape: Shape, cand: Candidate, error: str) -> None:
-        """Store a candidate that cannot run at this shape (its pairs, if any, are dropped)."""
+    def fail(self, fp_id: int, level: str, context: str, shape: Shape, cand: Structure, error: str,
+             status: str = "failed") -> None:
+        """Store a candidate that cannot run at this shape, "failed" or "oom" (its pairs, if any, are dropped)."""
         values = key_of(fp_id, level, context, shape, cand) | {
-            "status": "failed", "error": error, "n_pairs": 0, "wall_s": 0.0, "host": socket.gethostname(),
+            "status": status, "error": error, "n_pairs": 0, "wall_s": 0.0, "host": socket.gethostname(),
             "measured_at": dt.datetime.now(dt.timezone.utc),
             **{f"speedup_{m}{s}": None for m in METRICS for s in ("", "_lo", "_hi")}}
         with self.engine.begin() as conn:
             latency_id = self._upsert(conn, values)
             conn.execute(sa.delete(PairRow).where(PairRow.latency_id == latency_id))
 
-    def clear(self, fp_id: int, level: str, context: str, shapes: list[Shape], candidates: list[Candidate]) -> None:
+    def clear(self, fp_id: int, level: str, context: str, shapes: list[Shape], candidates: list[Structure]) -> None:
         """Forget these measurements and their pairs (`--force`)."""
         ids = [s.id for s in self.get(fp_id, level, context, shapes, candidates).values()]
         with self.engine.begin() as conn:

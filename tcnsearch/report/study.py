@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import html
 from pathlib import Path
 
 import optuna
@@ -18,8 +17,8 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from tcnsearch.errors import UserError
-from tcnsearch.search import LATENCY, open_storage
-from tcnsearch.search._study import INFEASIBLE, WARM_START, trained
+from tcnsearch.report.html import write_page
+from tcnsearch.search import INFEASIBLE, LATENCY, WARM_START, frozen, frozen_objective, is_frozen, open_storage, trained
 from tcnsearch.storage import masked, resolve_url
 
 
@@ -50,7 +49,7 @@ def pareto_front(points: list[tuple[float, float]], maximize_first: bool) -> lis
 
 
 def objective_vs_latency(study: optuna.Study) -> go.Figure:
-    metric = (study.metric_names or [study.user_attrs.get("objective", {}).get("metric", "objective")])[0]
+    metric = (study.metric_names or [frozen_objective(study).get("metric", "objective")])[0]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if LATENCY in t.user_attrs and trained(t)]
@@ -66,14 +65,19 @@ def objective_vs_latency(study: optuna.Study) -> go.Figure:
     return fig
 
 
+def _survivors(study: optuna.Study) -> list:
+    """The survivors a study was created with; none for a study tcnsearch did not create (it still reports)."""
+    return frozen(study)[0] if is_frozen(study) else []
+
+
 def _tcn(t: optuna.trial.FrozenTrial) -> str:
-    return t.user_attrs.get("tcn") or t.params.get("tcn", "?")  # tcnsearch 0.2 drew it as a parameter
+    return t.user_attrs.get("tcn", "?")
 
 
 def feasibility_figure(study: optuna.Study) -> go.Figure:
     """Every proposal by trial number and profiled latency: trained (feasible) apart from those never
     trained because they were outside the survivors or over the latency budget (infeasible)."""
-    survivors = {r["label"]: r for r in study.user_attrs.get("survivors", [])}
+    survivors = {s.label: s for s in _survivors(study)}
     trials = [t for t in study.get_trials(deepcopy=False) if WARM_START not in t.user_attrs]
     fig = go.Figure()
     for name, group, marker in (
@@ -81,12 +85,12 @@ def feasibility_figure(study: optuna.Study) -> go.Figure:
             ("never trained (infeasible)", [t for t in trials if INFEASIBLE in t.user_attrs],
              {"symbol": "x", "color": "grey"})):
         known = [t for t in group if _tcn(t) in survivors]
-        fig.add_scatter(x=[t.number for t in known], y=[survivors[_tcn(t)][LATENCY] for t in known], mode="markers",
+        fig.add_scatter(x=[t.number for t in known], y=[survivors[_tcn(t)].latency_ms for t in known], mode="markers",
                         name=f"{name}: {len(group)}", marker=marker,
                         text=[f"trial {t.number}: {_tcn(t)}" + (f" ({t.user_attrs[INFEASIBLE]})"
                                                                 if INFEASIBLE in t.user_attrs else "") for t in known],
                         hoverinfo="text+y")
-    budget = study.user_attrs.get("objective", {}).get("max_latency_ms")
+    budget = frozen_objective(study).get("max_latency_ms")
     if budget:
         fig.add_hline(y=budget, line_dash="dash", annotation_text=f"max_latency_ms {budget}")
     outside = sum(1 for t in trials if INFEASIBLE in t.user_attrs and _tcn(t) not in survivors)
@@ -96,21 +100,22 @@ def feasibility_figure(study: optuna.Study) -> go.Figure:
 
 
 def survivors_figure(study: optuna.Study) -> go.Figure:
-    rows = sorted(study.user_attrs.get("survivors", []), key=lambda r: r[LATENCY])
+    rows = sorted(_survivors(study), key=lambda s: s.latency_ms)
     fig = go.Figure()
-    labels = [f"{r['label']}{' (predicted)' if r.get('source') == 'predicted' else ''}"
-              f"{' (undecided)' if r.get('decision') == 'undecided' else ''}" for r in rows]
-    for key, name in (("speedup_fwdbwd", "speedup fwd+bwd"), ("speedup_fwd", "speedup fwd")):
-        ci = [r.get(f"{key}_ci") or [r.get(key), r.get(key)] for r in rows]
-        fig.add_bar(x=labels, y=[r.get(key) for r in rows], name=name,
+    labels = [f"{s.label}{' (predicted)' if s.source == 'predicted' else ''}"
+              f"{' (undecided)' if s.decision == 'undecided' else ''}" for s in rows]
+    for metric, name in (("fwdbwd", "speedup fwd+bwd"), ("fwd", "speedup fwd")):
+        values = [s.speedup(metric) for s in rows]
+        cis = [getattr(s, f"speedup_{metric}_ci") for s in rows]
+        fig.add_bar(x=labels, y=values, name=name,
                     error_y={"type": "data", "symmetric": False,
-                             "array": [hi - r[key] for r, (_, hi) in zip(rows, ci, strict=True)],
-                             "arrayminus": [r[key] - lo for r, (lo, _) in zip(rows, ci, strict=True)]})
+                             "array": [hi - v for v, (_, hi) in zip(values, cis, strict=True)],
+                             "arrayminus": [v - lo for v, (lo, _) in zip(values, cis, strict=True)]})
     tried = {_tcn(t) for t in study.get_trials(deepcopy=False) if trained(t)}
     level = study.user_attrs.get("profile_level", "op")
     fig.update_layout(title=f"The profile's {len(rows)} survivors on {study.user_attrs.get('device', '?')}, "
                             f"{level} level (speedup over MEGA's EMA with its 95% interval; "
-                            f"{len(tried & {r['label'] for r in rows})} tried)",
+                            f"{len(tried & {s.label for s in rows})} tried)",
                       barmode="group", yaxis_title="x faster than the EMA")
     return fig
 
@@ -140,16 +145,10 @@ def study_figures(study: optuna.Study) -> list[go.Figure]:
 def write_study_report(name: str, storage: str | None, path: str | Path) -> Path:
     """One self-contained HTML page for the stored study `name`."""
     study = load_study(name, storage)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(study_figures(study))]
-    counts = {}
+    counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    title = html.escape(f"tcnsearch study — {name}")
-    meta = html.escape(f"task {study.user_attrs.get('task')}, preset {study.user_attrs.get('preset')}, "
-                       f"device {study.user_attrs.get('device')}; trials: "
-                       + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-                    f"<body><h2>{title}</h2><p>{meta}</p>{''.join(parts)}</body></html>")
-    return path
+    meta = (f"task {study.user_attrs.get('task')}, preset {study.user_attrs.get('preset')}, "
+            f"device {study.user_attrs.get('device')}; trials: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return write_page(path, f"tcnsearch study — {name}", meta, study_figures(study))

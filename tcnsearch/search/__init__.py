@@ -3,43 +3,67 @@
     spec = load_spec("assoc-recall", preset="tiny")          # studies/assoc-recall.yaml
     result = run_study("assoc-recall", preset="tiny", trials=8)
     result.best                                              # the best trial(s)
+
+Modules, in the order a study uses them: spec (study files, samplers), space (K, f, D, B as
+ordered parameters, feasibility, repair), start (creating or resuming a study: its sampler,
+survivors, warm start, queued structures), trials (a study's trials in the database: which count,
+how they are told, retried and shown), searcher (Optuna as a Ray Tune searcher), dashboard (the
+profile in optuna-dashboard), runner (run_study). A Ray worker imports none of these: it runs
+tcnsearch.train.trial.
 """
 
-import importlib
-
-# Loaded on first use (PEP 562): a Ray worker imports tcnsearch.search._trainable, and with it this
-# package, but needs none of Optuna, SQLAlchemy or the profiler that these modules bring in.
-_EXPORTS = {
-    "tcnsearch.search._study": ("LATENCY", "open_storage", "trial_row"),
-    "tcnsearch.search.runner": ("StudyResult", "run_study", "summarize"),
-    "tcnsearch.search.spec": ("Budget", "Objective", "Param", "Scheduler", "StudySpec", "find_study_file",
-                              "load_spec"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'tcnsearch.search' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+from tcnsearch.search.runner import StudyResult, run_study, summarize
+from tcnsearch.search.space import INFEASIBLE, Proposer, StructureSpace
+from tcnsearch.search.spec import (
+    SAMPLERS,
+    Budget,
+    Objective,
+    Param,
+    Sampler,
+    Scheduler,
+    StudySpec,
+    find_study_file,
+    list_studies,
+    load_spec,
+)
+from tcnsearch.search.trials import (
+    ABANDONED,
+    FAIL_REASON,
+    LATENCY,
+    WARM_START,
+    frozen,
+    frozen_objective,
+    is_frozen,
+    open_storage,
+    trained,
+    trial_row,
+)
 
 __all__ = [
+    "ABANDONED",
+    "FAIL_REASON",
+    "INFEASIBLE",
     "LATENCY",
+    "SAMPLERS",
+    "WARM_START",
     "Budget",
     "Objective",
     "Param",
+    "Proposer",
+    "Sampler",
     "Scheduler",
+    "StructureSpace",
     "StudyResult",
     "StudySpec",
     "find_study_file",
+    "frozen",
+    "frozen_objective",
+    "is_frozen",
+    "list_studies",
     "load_spec",
     "open_storage",
     "run_study",
     "summarize",
+    "trained",
     "trial_row",
 ]

@@ -27,10 +27,12 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tcnsearch._names import SAFE, file_name
+from tcnsearch.choices import PRESET_NAMES, SAMPLERS
 from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.profile import ProfileSpec
-from tcnsearch.search._samplers import AskTellGrid, StoppedAwareGP
-from tcnsearch.train import PRESETS, TrainConfig, make_config, merge_overrides, set_dotted
+from tcnsearch.search.samplers import AskTellGrid, StoppedAwareGP
+from tcnsearch.structure import Structure
+from tcnsearch.train import PRESETS, TrainConfig, get_dotted, make_config, merge_overrides, set_dotted
 
 STRUCTURE_PARAMS = ("K", "f", "D", "B", "tcn")  # drawn from the profile's survivors, never from `space`
 
@@ -110,7 +112,7 @@ class Sampler(BaseModel):
     the GP reached regret 0.05 in about 4x fewer trials than random search, TPE in about 2x."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    type: Literal["tpe", "gp", "random", "nsga2", "grid"] = "gp"
+    type: Literal[SAMPLERS] = "gp"
     seed: int | None = None
     multivariate: bool = True
     constant_liar: bool = True
@@ -176,7 +178,7 @@ class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(description="letters, digits, '.', '_', '-': it names the study and its files")
     task: str
-    preset: Literal["tiny", "cpu", "paper"] = "tiny"
+    preset: Literal[PRESET_NAMES] = "tiny"
     description: str = ""
     objective: Objective = Field(default_factory=Objective)
     train: dict = Field(default_factory=dict, description="TrainConfig overrides on the preset's defaults")
@@ -212,12 +214,13 @@ class StudySpec(BaseModel):
         """The trial config before any searched value: the preset with the study's `train` overrides."""
         return make_config(self.task, self.preset, self.train)
 
-    def trial_config(self, values: dict, tcn: dict) -> TrainConfig:
+    def trial_config(self, values: dict, structure: Structure | None = None) -> TrainConfig:
         """The config of one trial: searched `values` (dotted keys) and the TCN structure."""
         overrides = copy.deepcopy(self.train)
         for dotted, value in values.items():
             set_dotted(overrides, dotted, value)
-        set_dotted(overrides, "model.tcn", {**_get(overrides, "model.tcn", {}), **tcn})
+        if structure is not None:
+            set_dotted(overrides, "model.tcn", {**get_dotted(overrides, "model.tcn", {}), **structure.as_dict()})
         return make_config(self.task, self.preset, overrides)
 
     def profile_spec(self) -> ProfileSpec:
@@ -228,24 +231,17 @@ class StudySpec(BaseModel):
         else:
             lengths = [cfg.seq_len]
         # LRA classifies with non-causal mixers: a centred TCN against MEGA's bidirectional EMA. The
-        # default level is the study's own model, so the latency it records is what it trains.
+        # default level is the study's own model in the precision it trains in, so the latency it
+        # records is that of the step it trains.
         defaults = {"lengths": lengths, "channels": cfg.model.d_model, "batch": cfg.batch_size,
                     "ema_dim": cfg.model.ema_dim, "bidirectional": cfg.task.startswith("lra-"), "level": "model",
-                    "model": cfg.model.model_dump(exclude={"tcn"}),
+                    "model": cfg.model.model_dump(exclude={"tcn"}), "dtype": cfg.precision,
                     # On the CPU a trial trains with its cpus_per_trial threads (Ray sets them): measure so.
                     "threads": max(1, int(self.budget.cpus_per_trial))}
         try:
             return ProfileSpec(**(defaults | self.profile))
         except ValidationError as err:
             raise UserError(f"study {self.name}: {validation_message(err, prefix='profile')}") from None
-
-
-def _get(doc: dict, dotted: str, default):
-    for key in dotted.split("."):
-        if not isinstance(doc, dict) or key not in doc:
-            return default
-        doc = doc[key]
-    return doc
 
 
 def shipped_studies() -> dict[str, Path]:
@@ -308,9 +304,9 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
     presets = doc.pop("presets", None) or {}
     if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
         raise UserError(f"{path}: presets must map a preset name to a mapping of overrides")
-    unknown = set(presets) - {"tiny", "cpu", "paper"}
+    unknown = set(presets) - set(PRESET_NAMES)
     if unknown:
-        raise UserError(f"{path}: presets: unknown preset {sorted(unknown)[0]!r}; use tiny, cpu or paper")
+        raise UserError(f"{path}: presets: unknown preset {sorted(unknown)[0]!r}; use {', '.join(PRESET_NAMES)}")
     doc = merge_overrides(doc, presets.get(preset, {}))
     doc.setdefault("name", file_name(path.stem))
     try:
@@ -325,7 +321,7 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
         for key, param in spec.space.items():
             probe = param.choices if param.choices is not None else [param.low, param.high]
             for value in probe:
-                spec.trial_config({key: int(value) if param.is_int else value}, {})
+                spec.trial_config({key: int(value) if param.is_int else value})
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     spec.profile_spec()

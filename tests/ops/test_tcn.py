@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from tcnsearch.ops import TCN, _dconv, receptive_field
+from tcnsearch.ops import TCN, dconv, receptive_field
 
 BACKENDS = ["native", "torch"]
 
@@ -195,13 +195,13 @@ def test_auto_uses_torch_for_float64():
 
 
 def test_kernel_is_cached_and_fallback_without_compiler(tmp_path):
-    assert _dconv.available()
-    assert _dconv._library_path().exists()
+    assert dconv.available()
+    assert dconv.library_path().exists()
     # A machine without a C compiler: the TCN still works, on the reference path, with a warning.
     code = (
         "import torch, logging; logging.basicConfig();"
-        "from tcnsearch.ops import TCN; from tcnsearch.ops import _dconv;"
-        "y = TCN(4, 3, 2, 2)(torch.randn(1, 10, 4)); print(_dconv.available(), tuple(y.shape))"
+        "from tcnsearch.ops import TCN; from tcnsearch.ops import dconv;"
+        "y = TCN(4, 3, 2, 2)(torch.randn(1, 10, 4)); print(dconv.available(), tuple(y.shape))"
     )
     env = dict(os.environ, TCNSEARCH_CACHE=str(tmp_path), CC="/nonexistent/cc", PATH="/nonexistent")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

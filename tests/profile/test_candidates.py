@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from tcnsearch.profile import Candidate, ProfileSpec
+from tcnsearch.profile import ProfileSpec
+from tcnsearch.structure import Structure
 
 
 def test_grid_filtered_by_receptive_field():
@@ -9,9 +10,9 @@ def test_grid_filtered_by_receptive_field():
                        per_block=[1, 2])
     got = spec.candidates()
     assert all(c.receptive_field >= 1000 for c in got)
-    everything = [Candidate(k, f, d, b) for k in (3, 17) for f in (1, 4) for d in (2, 4) for b in (1, 2)]
+    everything = [Structure(k, f, d, b) for k in (3, 17) for f in (1, 4) for d in (2, 4) for b in (1, 2)]
     assert set(got) == {c for c in everything if c.receptive_field >= 1000}
-    assert Candidate(17, 4, 4, 1) in got and Candidate(3, 1, 2, 1) not in got
+    assert Structure(17, 4, 4, 1) in got and Structure(3, 1, 2, 1) not in got
 
 
 def test_receptive_field_rules():
@@ -24,7 +25,7 @@ def test_receptive_field_rules():
 
 def test_defaults_cover_the_papers_structure():
     spec = ProfileSpec()
-    assert Candidate(17, 16, 4, 1) in spec.candidates()  # K=17, D=4, B=1, R >= the longest length
+    assert Structure(17, 16, 4, 1) in spec.candidates()  # K=17, D=4, B=1, R >= the longest length
 
 
 @pytest.mark.parametrize("bad", [dict(kernel_sizes=[1]), dict(dilation_factors=[0]), dict(depths=[0]),

@@ -3,17 +3,18 @@ import math
 import numpy as np
 from scipy.stats import spearmanr
 
-from tcnsearch.profile import Candidate, LatencyModel, ProfileSpec, Shape
+from tcnsearch.profile import LatencyModel, ProfileSpec, Shape
+from tcnsearch.structure import Structure
 
 
-def _truth(c: Candidate, length: int) -> float:
+def _truth(c: Structure, length: int) -> float:
     """A synthetic device: the EMA costs L log L, the TCN a constant plus its taps."""
     ema = length * math.log2(length)
     tcn = 200 + 0.9 * c.depth * c.per_block * c.kernel_size * length / 16
     return ema / tcn
 
 
-def _row(c: Candidate, length: int, noise: float) -> dict:
+def _row(c: Structure, length: int, noise: float) -> dict:
     s = _truth(c, length) * noise
     return {"kernel_size": c.kernel_size, "dilation_factor": c.dilation_factor, "depth": c.depth,
             "per_block": c.per_block, "batch": 1, "channels": 16, "length": length, "ema_dim": 8,

@@ -3,8 +3,9 @@ import torch
 
 from tcnsearch.models import build_model
 from tcnsearch.ops import TCN, MultiHeadEMA
-from tcnsearch.profile import Candidate, ProfileSpec, Shape, swap_tcn_for_ema
+from tcnsearch.profile import ProfileSpec, Shape, swap_tcn_for_ema
 from tcnsearch.profile.levels import build
+from tcnsearch.structure import Structure
 
 MODEL = {"d_model": 8, "z_dim": 4, "h_dim": 8, "ffn_dim": 8, "chunk_size": 16, "n_layers": 2}
 
@@ -12,7 +13,7 @@ MODEL = {"d_model": 8, "z_dim": 4, "h_dim": 8, "ffn_dim": 8, "chunk_size": 16, "
 @pytest.mark.parametrize("arch", ["tcnca", "tcnca_simple", "tcn_mlp"])
 def test_the_baseline_is_the_same_model_with_the_ema_in_each_tcns_place(arch):
     spec = ProfileSpec(channels=8, ema_dim=4, level="model", model=MODEL | {"arch": arch})
-    cfg = spec.build_model_config(Candidate(3, 2, 2, 1))
+    cfg = spec.build_model_config(Structure(3, 2, 2, 1))
     tcn_model, ema_model = build_model(cfg), swap_tcn_for_ema(build_model(cfg), 4)
     tcns = [m for m in tcn_model.modules() if isinstance(m, TCN)]
     emas = [m for m in ema_model.modules() if isinstance(m, MultiHeadEMA)]
@@ -24,24 +25,47 @@ def test_the_baseline_is_the_same_model_with_the_ema_in_each_tcns_place(arch):
     assert outside(tcn_model, TCN) == outside(ema_model, MultiHeadEMA)
 
 
+def _module_of(work) -> torch.nn.Module:
+    """The module a workload runs (its closures hold it)."""
+    return next(c.cell_contents for fn in work.fns.values() for c in fn.__closure__
+                if isinstance(c.cell_contents, torch.nn.Module))
+
+
 @pytest.mark.parametrize("level", ["op", "layer", "model"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_every_level_runs_both_workloads(level, bidirectional):
+def test_every_level_runs_its_side_forward_and_only_fwdbwd_backward(level, bidirectional):
     spec = ProfileSpec(channels=8, ema_dim=4, level=level, bidirectional=bidirectional,
                        model=MODEL if level != "op" else None)
     shape = Shape(2, 8, 32, 4, bidirectional)
-    for cand in (Candidate(3, 2, 2, 1), None):
-        work = build(spec, shape, cand, torch.device("cpu"), "float32")
-        for metric in ("fwd", "fwdbwd"):
-            work.fns[metric]()
+    for cand, side, other in ((Structure(3, 2, 2, 1), TCN, MultiHeadEMA), (None, MultiHeadEMA, TCN)):
+        module = _module_of(work := build(spec, shape, cand, torch.device("cpu"), "fp32"))
+        calls = _count_calls(module, side, other)
+        work.fns["fwd"]()
+        assert calls["forward"] >= 1 and calls["backward"] == 0 and calls["other"] == 0
+        work.fns["fwdbwd"]()
+        assert calls["forward"] >= 2 and calls["backward"] > 0 and calls["other"] == 0
+
+
+def _count_calls(module: torch.nn.Module, side: type, other: type) -> dict[str, int]:
+    """Counts, as `module` runs: forwards of its `side` mixers and of `other` ones, and gradients computed."""
+    calls = {"forward": 0, "other": 0, "backward": 0}
+
+    def count(key):
+        return lambda *_: calls.__setitem__(key, calls[key] + 1)
+
+    for m in module.modules():
+        if isinstance(m, (side, other)):
+            m.register_forward_hook(count("forward" if isinstance(m, side) else "other"))
+    for p in module.parameters():
+        p.register_hook(count("backward"))
+    return calls
 
 
 def test_a_model_level_training_step_updates_the_weights():
     spec = ProfileSpec(channels=8, ema_dim=4, level="model", model=MODEL)
     torch.manual_seed(0)
-    work = build(spec, Shape(2, 8, 32, 4, False), Candidate(3, 2, 2, 1), torch.device("cpu"), "float32")
-    model = work.fns["fwdbwd"].__closure__  # the step's closure holds the model and the optimizer
-    params = [c.cell_contents for c in model if isinstance(c.cell_contents, torch.nn.Module)][0]
+    work = build(spec, Shape(2, 8, 32, 4, False), Structure(3, 2, 2, 1), torch.device("cpu"), "fp32")
+    params = _module_of(work)
     before = [p.detach().clone() for p in params.parameters()]
     work.fns["fwdbwd"]()
     assert any(not torch.equal(b, p) for b, p in zip(before, params.parameters(), strict=True))

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from tcnsearch.profile import Candidate, PairedSession, ProfileSpec, Shape, median_interval
+from tcnsearch.profile import PairedSession, ProfileSpec, Shape, median_interval
+from tcnsearch.structure import Structure
 
 
 def test_median_interval_matches_a_naive_bootstrap_and_covers_the_median():
@@ -22,8 +23,8 @@ def test_median_interval_matches_a_naive_bootstrap_and_covers_the_median():
 
 def test_a_round_pairs_every_candidate_with_the_bracketing_baseline():
     spec = ProfileSpec(channels=8, ema_dim=4)
-    session = PairedSession(spec, Shape(1, 8, 512, 4, False), torch.device("cpu"), "float32", block_s=0.002)
-    fast, slow = Candidate(3, 2, 2, 1), Candidate(17, 1, 8, 4)  # 4 taps per element vs 544
+    session = PairedSession(spec, Shape(1, 8, 512, 4, False), torch.device("cpu"), "fp32", block_s=0.002)
+    fast, slow = Structure(3, 2, 2, 1), Structure(17, 1, 8, 4)  # 4 taps per element vs 544
     first = session.round([fast, slow])
     assert set(first.pairs) == {fast, slow} and not first.failed
     second = session.round([fast, slow])
@@ -37,10 +38,13 @@ def test_a_round_pairs_every_candidate_with_the_bracketing_baseline():
     assert all(second.pairs[fast].ratios[m] > second.pairs[slow].ratios[m] for m in ("fwd", "fwdbwd"))
 
 
-def test_a_failing_candidate_is_reported_not_raised():
+def test_a_failing_candidate_is_reported_not_raised_and_out_of_memory_apart():
     spec = ProfileSpec(channels=4, ema_dim=2, level="model", model={"d_model": 4, "z_dim": 2, "h_dim": 4,
                                                                      "ffn_dim": 4, "chunk_size": 8})
-    session = PairedSession(spec, Shape(1, 4, 16, 2, False), torch.device("cpu"), "float32", block_s=0.001)
-    ok, bad = Candidate(3, 2, 2, 1), Candidate(3, 2, 2, 10**9)  # a billion convolutions per block
-    result = session.round([ok, bad])
-    assert ok in result.pairs and bad in result.failed and "Error" in result.failed[bad]
+    session = PairedSession(spec, Shape(1, 4, 16, 2, False), torch.device("cpu"), "fp32", block_s=0.001)
+    ok, bad = Structure(3, 2, 2, 1), Structure(1, 2, 2, 1)  # a 1-tap kernel is no TCN: the model refuses it
+    huge = Structure(3, 2, 2, 10**9)  # a billion convolutions per block: no machine has the memory
+    result = session.round([ok, bad, huge])
+    assert ok in result.pairs and bad in result.failed and "kernel_size" in result.failed[bad]
+    assert huge in result.oom and huge not in result.failed and huge not in result.pairs
+    assert "out of memory at batch 1 x 4 channels x length 16 on cpu" in result.oom[huge]

@@ -7,9 +7,21 @@ import sqlalchemy as sa
 import torch
 
 from tcnsearch.errors import UserError
-from tcnsearch.profile import LatencyTable, ProfileSpec, Shape, assemble, decision, fingerprint, run_profile
-from tcnsearch.profile.devices import default_cpu_threads
-from tcnsearch.profile.runner import finished
+from tcnsearch.profile import (
+    LatencyTable,
+    LocalMeasurer,
+    ProfileSpec,
+    Session,
+    Shape,
+    assemble,
+    decision,
+    default_cpu_threads,
+    fingerprint,
+    finished,
+    measure,
+    rounds,
+    run_profile,
+)
 from tcnsearch.profile.table import PairRow, Stored
 from tcnsearch.storage import create_engine
 
@@ -28,7 +40,7 @@ def _fingerprint_at(threads: int):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return fingerprint(torch.device("cpu"), "float32")
+        return fingerprint(torch.device("cpu"), "fp32")
     finally:
         torch.set_num_threads(before)
 
@@ -142,13 +154,13 @@ def test_failed_candidate_is_reported_and_not_a_survivor(sqlite_url):
 def test_the_fingerprint_keys_by_backend(sqlite_url):
     """A fallback profile is stored apart from the native kernel's and never served to it."""
     table = LatencyTable(create_engine(sqlite_url))
-    native = fingerprint(torch.device("cpu"), "float32")
+    native = fingerprint(torch.device("cpu"), "fp32")
     assert native.backend == "native" and native.threads == torch.get_num_threads()
     fallback = type(native)(**(native.as_dict() | {"backend": "fallback"}))
     assert fallback.is_fallback and not native.is_fallback
     assert table.fingerprint_id(native) != table.fingerprint_id(fallback)
     assert table.fingerprint_id(native) == table.fingerprint_id(native)
-    assert fingerprint(torch.device("cpu"), "bfloat16").backend == "torch"
+    assert fingerprint(torch.device("cpu"), "bf16").backend == "torch"
 
 
 def test_adaptive_profile_measures_a_part_and_predicts_the_rest(sqlite_url):
@@ -241,8 +253,6 @@ def test_threads_are_set_for_the_profile_and_restored(sqlite_url):
 
 
 def test_an_interrupted_profile_keeps_every_finished_pair(sqlite_url):
-    from tcnsearch.profile.runner import LocalMeasurer, _Profiler
-
     class Interrupted(LocalMeasurer):
         """The real measurer, with Ctrl-C arriving during the fourth round."""
 
@@ -256,8 +266,8 @@ def test_an_interrupted_profile_keeps_every_finished_pair(sqlite_url):
 
     spec = SPEC.model_copy(update={"lengths": [256], "min_pairs": 50, "max_time": 60.0})
     table = LatencyTable(create_engine(sqlite_url))
-    measurer = Interrupted(torch.device("cpu"), "float32")
-    prof = _Profiler(spec, table, table.fingerprint_id(measurer.fingerprint()), measurer, progress=False)
+    measurer = Interrupted(torch.device("cpu"), "fp32")
+    prof = Session(spec, table, table.fingerprint_id(measurer.fingerprint()), measurer, progress=False)
     with pytest.raises(KeyboardInterrupt):
         prof.measure(spec.candidates())
     assert prof.pairs == 3 * N_CANDIDATES == _n_pairs(sqlite_url)  # three whole rounds, all written
@@ -270,9 +280,6 @@ def test_an_interrupted_profile_keeps_every_finished_pair(sqlite_url):
 
 def test_each_pass_gives_every_pooled_candidate_one_pair_in_a_shuffled_order():
     """A candidate's pairs are spread over the pool's whole measuring time, never taken in one burst."""
-    from tcnsearch.profile import runner
-    from tcnsearch.profile.runner import LocalMeasurer, _Profiler
-
     class Recording(LocalMeasurer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -286,20 +293,20 @@ def test_each_pass_gives_every_pooled_candidate_one_pair_in_a_shuffled_order():
                        per_block=[1], channels=8, ema_dim=4, min_receptive_field=None, min_pairs=3,
                        max_time=0.001, threads=1)  # 18 candidates, exactly 3 pairs each (the cap is at once)
     cands = spec.candidates()
-    assert len(cands) > runner.POOL
+    assert len(cands) > measure.POOL
     engine = create_engine("sqlite://")
     table = LatencyTable(engine)
-    measurer = Recording(torch.device("cpu"), "float32", block_s=0.001, threads=1)
-    prof = _Profiler(spec, table, table.fingerprint_id(measurer.fingerprint()), measurer, progress=False)
+    measurer = Recording(torch.device("cpu"), "fp32", block_s=0.001, threads=1)
+    prof = Session(spec, table, table.fingerprint_id(measurer.fingerprint()), measurer, progress=False)
     try:
         prof.measure(cands)
     finally:
         measurer.close()
     seen = [c for g in measurer.groups for c in g]
-    assert all(len(g) <= runner.GROUP for g in measurer.groups) and prof.pairs == len(seen) == 3 * len(cands)
-    first_pass = seen[:runner.POOL]
-    assert sorted(first_pass) == sorted(cands[:runner.POOL])  # the whole pool before anyone's second pair
-    assert first_pass != cands[:runner.POOL]  # in a shuffled order, not the grid's
+    assert all(len(g) <= rounds.GROUP for g in measurer.groups) and prof.pairs == len(seen) == 3 * len(cands)
+    first_pass = seen[:measure.POOL]
+    assert sorted(first_pass) == sorted(cands[:measure.POOL])  # the whole pool before anyone's second pair
+    assert first_pass != cands[:measure.POOL]  # in a shuffled order, not the grid's
     for c in cands:  # no candidate takes two pairs in a row
         at = [i for i, s in enumerate(seen) if s == c]
         assert len(at) == 3 and min(b - a for a, b in zip(at, at[1:], strict=False)) > 1

@@ -5,14 +5,16 @@ import pytest
 
 from tcnsearch.cli import main
 from tcnsearch.report import pareto_front, write_study_report
+from tcnsearch.search.trials import freeze
+from tests.search.conftest import survivor
 
 
 def _study(url: str, name: str, directions: list[str]) -> optuna.Study:
     """A stored study shaped like run_study's: survivors in the study, latency on each trial."""
     study = optuna.create_study(study_name=name, storage=url, directions=directions)
-    survivors = [{"label": f"K{k}-f2-D3-B1", "kernel_size": k, "latency_ms": 0.5 * k, "speedup_fwd": 4.0 / k,
-                  "speedup_fwdbwd": 3.0 / k} for k in (3, 5, 7)]
-    study.set_user_attr("survivors", survivors)
+    survivors = [survivor(k, 2, 3, 1, latency_ms=0.5 * k, speedup=3.0 / k) for k in (3, 5, 7)]
+    freeze(study, survivors, {"kernel_size": [3, 5, 7, 9], "dilation_factor": [2], "depth": [3], "per_block": [1]},
+           {"metric": "loss", "mode": "min", "max_latency_ms": None, "min_speedup": None})
     study.set_user_attr("device", "cpu: test")
     rng = random.Random(0)
     for i in range(10):
@@ -26,7 +28,7 @@ def _study(url: str, name: str, directions: list[str]) -> optuna.Study:
             trial.set_user_attr("infeasible", f"{label}: over")
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
-        latency = next(s["latency_ms"] for s in survivors if s["label"] == label)
+        latency = next(s.latency_ms for s in survivors if s.label == label)
         trial.set_user_attr("latency_ms", latency)
         loss = 1.0 + abs(lr - 3e-3) * 10 + rng.random() * 0.1
         for step in (10, 20):
@@ -66,3 +68,4 @@ def test_report_command_writes_the_default_path(tmp_path, monkeypatch, capsys):
     assert main(["report", "demo", "--storage", url]) == 0
     assert (tmp_path / "dashboards" / "study-demo.html").stat().st_size > 100_000
     assert "dashboards/study-demo.html" in capsys.readouterr().out
+

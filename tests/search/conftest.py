@@ -2,7 +2,9 @@ import optuna
 import pytest
 import yaml
 
-from tcnsearch.search import open_storage
+from tcnsearch.profile import Survivor
+from tcnsearch.search import open_storage, trained
+from tcnsearch.structure import Structure
 
 # A study small enough for seconds per trial: length 16, width 16, 40 steps, a 4-structure profile.
 SMALL = {
@@ -33,8 +35,6 @@ def write_study(folder, name: str = "small", **changes) -> str:
 def stored_trials(url: str, name: str, everything: bool = False) -> list[optuna.trial.FrozenTrial]:
     """The stored study's trained trials (`everything`: with the infeasible proposals); none while the
     study does not exist yet."""
-    from tcnsearch.search._study import trained
-
     try:
         trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
     except KeyError:
@@ -46,3 +46,10 @@ def stored_trials(url: str, name: str, everything: bool = False) -> list[optuna.
 def study_file(tmp_path):
     """Write a study file (SMALL with `changes` merged per top-level key) and return its path."""
     return lambda name="small", **changes: write_study(tmp_path, name, **changes)
+
+
+def survivor(k: int, f: int, d: int, b: int = 1, latency_ms: float = 1.0, speedup: float = 2.0) -> Survivor:
+    """A survivor record as a profile would make it: one speedup for both metrics, a narrow interval."""
+    return Survivor(Structure(k, f, d, b), latency_ms, speedup, (speedup * 0.95, speedup * 1.05), speedup,
+                    (speedup * 0.95, speedup * 1.05), tcn_fwd_ms=latency_ms / 2, tcn_fwdbwd_ms=latency_ms,
+                    ema_fwd_ms=speedup * latency_ms / 2, ema_fwdbwd_ms=speedup * latency_ms)

@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tcnsearch.errors import UserError
-from tcnsearch.search import run_study
+from tcnsearch.search import frozen, run_study
 from tests.search.conftest import stored_trials
 
 
@@ -15,15 +15,12 @@ def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, s
     assert len(trials) == 3 and result.ran == 3
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
     assert result.counts["RUNNING"] == 0 and result.counts["COMPLETE"] >= 1
-    survivors = {s["label"]: s for s in optuna.load_study(study_name="small-tiny", storage=sqlite_url)
-                 .user_attrs["survivors"]}
+    survivors = {s.label: s for s in frozen(optuna.load_study(study_name="small-tiny", storage=sqlite_url))[0]}
     for t in trials:
         label = t.user_attrs["tcn"]
-        assert label in survivors and t.params["K"] == survivors[label]["kernel_size"]
-        assert (t.params["f"], t.params["D"], t.params["B"]) == (survivors[label]["dilation_factor"],
-                                                                 survivors[label]["depth"], 1)
-        assert 1e-3 <= t.params["lr"] <= 1e-2 and t.params["model.dropout"] in (0.0, 0.1)
-        assert t.user_attrs["latency_ms"] == survivors[label]["latency_ms"] > 0
+        assert label in survivors and survivors[label].structure.as_params() == {k: t.params[k] for k in "KfDB"}
+        assert t.params["B"] == 1 and 1e-3 <= t.params["lr"] <= 1e-2 and t.params["model.dropout"] in (0.0, 0.1)
+        assert t.user_attrs["latency_ms"] == survivors[label].latency_ms > 0
         assert t.user_attrs["receptive_field"] >= 8 and t.user_attrs["num_parameters"] > 0
         assert t.user_attrs["device"] == result.device
         # The latency is the study's own model's, measured, with its interval and decision.
@@ -34,7 +31,9 @@ def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, s
         assert t.intermediate_values and min(t.intermediate_values) == 10  # one per evaluation
     attrs = optuna.load_study(study_name="small-tiny", storage=sqlite_url).user_attrs
     assert attrs["profile_level"] == "model" and attrs["profile_backend"] == "native"
-    assert attrs["profile_warnings"] == result.warnings
+    assert attrs.get("profile_warnings", []) == result.warnings
+    assert attrs["survivors"] == len(survivors) and attrs["objective"] == "min loss"  # short, for people
+    assert all(isinstance(v, (str, int, float, list)) and len(str(v)) < 200 for v in attrs.values())
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert all(max(t.intermediate_values) == 40 and t.value == t.intermediate_values[40] for t in complete)
     assert result.best[0]["values"][0] == min(t.value for t in complete)
@@ -120,8 +119,8 @@ def test_a_latency_budget_is_a_constraint_and_never_loses_to_a_trial_over_it(stu
     """Structures over `max_latency_ms` are proposed, told infeasible and never trained; every trial
     carries its constraint values; the best is within the budget."""
     run_study(study_file(budget={"trials": 1}), storage=sqlite_url, ray_address=ray_head, progress=False)
-    survivors = optuna.load_study(study_name="small-tiny", storage=sqlite_url).user_attrs["survivors"]
-    latencies = sorted(s["latency_ms"] for s in survivors)
+    survivors, _ = frozen(optuna.load_study(study_name="small-tiny", storage=sqlite_url))
+    latencies = sorted(s.latency_ms for s in survivors)
     budget = (latencies[1] + latencies[2]) / 2  # two of the four within it
     path = study_file(name="budget", objective={"metric": "loss", "mode": "min", "max_latency_ms": budget},
                       budget={"trials": 3}, sampler={"type": "random", "seed": 3})

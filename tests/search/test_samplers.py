@@ -5,7 +5,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from tcnsearch.search._samplers import StoppedAwareGP
+from tcnsearch.search.samplers import StoppedAwareGP
 from tcnsearch.search.spec import Sampler
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

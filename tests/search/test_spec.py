@@ -4,6 +4,7 @@ import yaml
 from tcnsearch.errors import UserError
 from tcnsearch.search import load_spec
 from tcnsearch.search.spec import shipped_studies
+from tcnsearch.structure import Structure
 from tcnsearch.train import PRESETS
 
 STUDIES = ["enwik8", "assoc-recall", "lra-listops", "lra-text", "lra-retrieval", "lra-image", "lra-pathfinder",
@@ -40,10 +41,9 @@ def test_paper_preset_holds_the_papers_settings():
 
 def test_trial_config_applies_searched_values_and_the_structure(study_file):
     spec = load_spec(study_file())
-    cfg = spec.trial_config({"lr": 5e-3, "model.dropout": 0.1}, {"kernel_size": 3, "dilation_factor": 4,
-                                                                  "depth": 2, "per_block": 1})
+    cfg = spec.trial_config({"lr": 5e-3, "model.dropout": 0.1}, Structure(3, 4, 2, 1))
     assert cfg.lr == 5e-3 and cfg.model.dropout == 0.1 and cfg.model.d_model == 16
-    assert (cfg.model.tcn.kernel_size, cfg.model.tcn.dilation_factor, cfg.model.tcn.depth) == (3, 4, 2)
+    assert cfg.model.tcn.structure == Structure(3, 4, 2, 1)
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -90,19 +90,3 @@ def test_a_study_profiles_its_own_model_by_default():
     assert profile.build_model_config().arch == cfg.model.arch == "tcnca_simple"
     assert profile.batch == cfg.batch_size and profile.lengths == [cfg.seq_len]
     assert profile.threads == int(spec.budget.cpus_per_trial) == 1  # what a trial trains with
-
-
-def test_a_fallback_or_predicted_profile_is_flagged_for_the_study():
-    import torch
-
-    from tcnsearch.profile import ProfileResult, ProfileSpec, fingerprint
-    from tcnsearch.search.runner import _profile_notes
-
-    native = fingerprint(torch.device("cpu"), "float32")
-    fallback = type(native)(**(native.as_dict() | {"backend": "fallback"}))
-    result = lambda fp, predicted: ProfileResult(  # noqa: E731
-        device=fp, target="cpu", storage="sqlite://", spec=ProfileSpec(), measured=1, cached=0, predicted=predicted,
-        pairs=6, elapsed_s=1.0, ema=[], candidates=[{}] * 3)
-    assert _profile_notes(result(native, 0)) == []
-    notes = _profile_notes(result(fallback, 2))
-    assert any("PyTorch fallback" in n for n in notes) and any("2 of 3" in n and "predicted" in n for n in notes)

@@ -39,7 +39,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TCNSEARCH_CACHE", Path.home() / ".cache" / "tcnsearch"))
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it (the kernel is compiled for it: -march=native)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("model name", "flags")):
@@ -49,15 +50,17 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _library_path() -> Path:
+def library_path() -> Path:
+    """Where this machine's compiled kernel is cached (keyed by the source, the flags and the CPU)."""
     key = hashlib.sha256(
         _SOURCE.read_bytes() + " ".join(_FLAGS).encode() + platform.machine().encode()
-        + _cpu_model().encode()
+        + cpu_model().encode()
     ).hexdigest()[:16]
     return cache_dir() / "kernels" / f"dconv-{key}.so"
 
 
-def _compile(target: Path) -> None:
+def compile_to(target: Path) -> None:
+    """Compile the kernel into `target` (atomically: several Ray workers may compile at once)."""
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("no C compiler found (install gcc, or set CC)")
@@ -84,9 +87,9 @@ def load() -> ctypes.CDLL | None:
     with _lock:
         if _lib is None and _load_error is None:
             try:
-                path = _library_path()
+                path = library_path()
                 if not path.exists():
-                    _compile(path)
+                    compile_to(path)
                 lib = ctypes.CDLL(str(path))
                 i64, i32, ptr = ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p
                 lib.dconv_forward.argtypes = [ptr] * 5 + [i64] * 3 + [i32, i32, ptr, i32, i32]
@@ -99,6 +102,7 @@ def load() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
+    """Whether the native kernel is usable here (compiled on first use)."""
     return load() is not None
 
 

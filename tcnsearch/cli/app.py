@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import click
@@ -16,7 +15,10 @@ import click
 from tcnsearch import __version__
 from tcnsearch._names import file_name
 from tcnsearch._quiet import quiet_third_party
+from tcnsearch.choices import GPUS, LEVELS, PRECISIONS, PRESET_NAMES, SAMPLERS, TASKS
 from tcnsearch.errors import UserError
+
+GPU_HELP = ", ".join(GPUS)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,8 +61,7 @@ STORAGE_OPTION = click.option(
 
 
 @cli.command()
-@click.option("--gpu", default="auto", show_default=True, metavar="NAME",
-              help="Target device: auto, cpu, v100, a100, h100, h200, b200, l4, l40s, t4, a10g, p100.")
+@click.option("--gpu", default="auto", show_default=True, metavar="NAME", help=f"Target device: {GPU_HELP}.")
 @click.option("--lengths", callback=_ints, help="Sequence lengths, e.g. 1024,4096 (default 1024,4096).")
 @click.option("--kernel-sizes", callback=_ints, help="Kernel sizes K (default 3,5,7,9,13,17).")
 @click.option("--dilation-factors", callback=_ints, help="Dilation factors f (default 2,3,4,6,8,12,16).")
@@ -69,7 +70,9 @@ STORAGE_OPTION = click.option(
 @click.option("--channels", type=int, help="Channels C (default 64).")
 @click.option("--batch", type=int, help="Batch size (default 1).")
 @click.option("--ema-dim", type=int, help="EMA dimensions N of the baseline (default 16, MEGA's).")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), help="Default float32.")
+@click.option("--dtype", type=click.Choice([*PRECISIONS, "float32", "bfloat16", "float16"]),
+              help="The precision timed, as training runs it (default auto: fp32 on a CPU, bf16 on GPUs with native "
+                   "bf16, fp16 on V100/T4).")
 @click.option("--bidirectional", is_flag=True, default=None,
               help="Classification shapes: non-causal TCN against the bidirectional EMA.")
 @click.option("--mode", type=click.Choice(["train", "infer"]),
@@ -81,7 +84,7 @@ STORAGE_OPTION = click.option(
 @click.option("--force", is_flag=True, help="Measure again what is already stored.")
 @click.option("--ray-address", metavar="ADDR", envvar="TCNSEARCH_RAY_ADDRESS",
               help="Ray cluster to run on when the GPU is not local (default: $TCNSEARCH_RAY_ADDRESS).")
-@click.option("--level", type=click.Choice(["op", "layer", "model"]),
+@click.option("--level", type=click.Choice(LEVELS),
               help="What is timed: op (TCN vs EMA operator, default), layer (a MEGA layer with either), model "
                    "(the whole model: a training step for --mode train, a forward for infer).")
 @click.option("--precision", type=float, help="Stop measuring a candidate once its speedup's 95%% interval is "
@@ -114,6 +117,7 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
     --min-speedup at every length; rejected: below it; undecided: still straddling it at the time
     cap. Every pair is stored in the database; running again continues what is unfinished.
     """
+    from tcnsearch.cli import printers
     from tcnsearch.profile import make_spec, run_profile
     from tcnsearch.report import write_profile_report
 
@@ -141,45 +145,12 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
     if as_json:
         _emit_json(result.to_json() | {"report": str(report)})
     else:
-        _print_profile(result, report)
+        printers.print_profile(result, report)
     return 0
 
 
-def _ci(row: dict, key: str) -> str:
-    lo, hi = row[f"{key}_ci"]
-    return f"{row[key]:.2f}x [{lo:.2f}, {hi:.2f}]"
-
-
-def _print_profile(result, report: Path) -> None:
-    from rich.console import Console
-
-    from tcnsearch._tables import Col, print_table
-
-    spec = result.spec
-    train_mode = spec.mode == "train"
-    cols = [Col("K,f,D,B"), Col("R", right=True, drop=3), Col("decision"),
-            Col("fwd x [95% CI]", right=True, drop=0 if not train_mode else 2),
-            Col("train x [95% CI]", right=True, drop=2 if not train_mode else 0), Col("pairs", right=True, drop=1)]
-    rows = [[f"{r['kernel_size']},{r['dilation_factor']},{r['depth']},{r['per_block']}", str(r["receptive_field"]),
-             r["decision"] + (" (pred.)" if r["source"] == "predicted" else ""), _ci(r, "speedup_fwd"),
-             _ci(r, "speedup_fwdbwd"), str(r["n_pairs"])] for r in result.survivors + result.undecided]
-    console = Console()
-    print_table(f"{spec.level}-level profile on {result.device.device_name}, {result.device.backend} "
-                f"(survives: {'train' if train_mode else 'fwd'} interval >= {spec.min_speedup}x at every length)",
-                cols, rows, console)
-    if result.device.is_fallback:
-        console.print("[yellow]warning:[/] the native TCN kernel could not be built here (no C compiler?): these "
-                      "are the PyTorch fallback's timings, stored under a fingerprint of their own")
-    rejected = sum(r["decision"] == "rejected" for r in result.candidates)
-    console.print(f"{len(result.survivors)} survive, {len(result.undecided)} undecided, {rejected} rejected of "
-                  f"{len(result.candidates)} candidates ({result.predicted} predicted by the latency model); "
-                  f"measured {result.measured} ({result.pairs} pairs), from the table {result.cached}, "
-                  f"{len(result.failed)} failed; {result.elapsed_s:.1f} s. Stored in {result.storage}. "
-                  f"Report: {report}")
-
-
 def _list_profiles(storage, as_json) -> int:
-    from tcnsearch._tables import Col, print_table
+    from tcnsearch.cli import printers
     from tcnsearch.profile import LatencyTable
     from tcnsearch.storage import create_engine
 
@@ -187,24 +158,14 @@ def _list_profiles(storage, as_json) -> int:
     rows = table.summary() if table.has_tables() else []
     if as_json:
         _emit_json(rows)
-        return 0
-    if not rows:
-        click.echo("nothing stored yet: run `tcnsearch profile`")
-        return 0
-    cols = [Col("device"), Col("software", flex=True, drop=2), Col("level"), Col("B x C x L"),
-            Col("TCNs", right=True), Col("pairs", right=True, drop=3), Col("failed", right=True, drop=4),
-            Col("last measured", drop=1)]
-    print_table("Stored profiles", cols, [
-        [r["device_name"], f"{r['backend']}, {r['threads']} threads, torch {r['torch_version']}, "
-                           f"CUDA {r['cuda_version']}, {r['dtype']}", r["level"],
-         f"{r['batch']} x {r['channels']} x {r['length']}{' bidir' if r['bidirectional'] else ''}", str(r["tcn"]),
-         str(r["pairs"] or 0), str(r["failed"]), str(r["last"])[:16]] for r in rows])
+    else:
+        printers.print_stored_profiles(rows)
     return 0
 
 
 @cli.command("train")
 @click.argument("task")
-@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="tiny", show_default=True,
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True,
               help="tiny: seconds on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes.")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps (overrides the preset).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -221,6 +182,9 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
     TASK: assoc-recall, enwik8, lra-listops, lra-text, lra-retrieval, lra-image, lra-pathfinder, lra-pathx.
     """
     from tcnsearch.train import make_config, parse_set, train
+
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
     overrides = parse_set(list(sets))
     if steps is not None:
@@ -247,13 +211,13 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the study files NAME can name (./studies, then the "
                                                          "shipped ones) and run nothing.")
-@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="tiny", show_default=True,
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True,
               help="tiny: seconds per trial on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes.")
 @STORAGE_OPTION
 @click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold (default: "
                                                            "the study file's budget).")
-@click.option("--gpu", default="auto", show_default=True,
-              help="Target device of the profile and the trials: auto, cpu, v100, a100, h100, ...")
+@click.option("--gpu", default="auto", show_default=True, metavar="NAME",
+              help=f"Target device of the profile and the trials: {GPU_HELP}.")
 @click.option("--ray-address", metavar="HOST:PORT", envvar="TCNSEARCH_RAY_ADDRESS",
               help="Join this Ray cluster (default: $TCNSEARCH_RAY_ADDRESS, else a local Ray runtime).")
 @click.option("--resume", is_flag=True, help="Continue the stored study: finished trials stay, interrupted "
@@ -264,7 +228,7 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: the study file's).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
               help="enwik8: a local enwik8.zip or enwik8 (default: download once); LRA: the lra_release folder.")
-@click.option("--sampler", type=click.Choice(["tpe", "gp", "random", "nsga2", "grid"]),
+@click.option("--sampler", type=click.Choice(SAMPLERS),
               help="The Optuna sampler (default: the study file's sampler:, else the GP).")
 @click.option("--enqueue", multiple=True, metavar="paper|K,f,D,B",
               help="Train these structures first: 'paper' (TCNCA's K 17, B 1, D 4 and 3, f covering the length) "
@@ -279,6 +243,7 @@ def study_command(name, list_only, preset, storage, trials, gpu, ray_address, re
     NAME is a shipped study (tcnsearch study --list), a file in ./studies (without .yaml) or a path
     to a study file. The profile runs first where the latency table lacks it.
     """
+    from tcnsearch.cli import printers
     from tcnsearch.search import run_study
 
     if list_only:
@@ -294,7 +259,7 @@ def study_command(name, list_only, preset, storage, trials, gpu, ray_address, re
     if as_json:
         _emit_json(result.to_json())
     else:
-        _print_study(result)
+        printers.print_study(result)
     if result.interrupted or result.terminated:
         how = "terminated" if result.terminated else "interrupted"
         click.echo(f"tcnsearch: {how}; {result.interrupted} running trial(s) re-queued, "
@@ -304,54 +269,15 @@ def study_command(name, list_only, preset, storage, trials, gpu, ray_address, re
 
 
 def _list_studies(as_json: bool) -> int:
-    from tcnsearch._tables import Col, print_table
-    from tcnsearch.search.spec import list_studies
+    from tcnsearch.cli import printers
+    from tcnsearch.search import list_studies
 
     studies = list_studies()
     if as_json:
         _emit_json(studies)
-        return 0
-    print_table("Studies (tcnsearch study NAME)", [Col("NAME"), Col("task", drop=2), Col("from", drop=1),
-                                                   Col("description", flex=True)],
-                [[s["name"], s["task"], s["origin"], s["description"]] for s in studies])
+    else:
+        printers.print_studies(studies)
     return 0
-
-
-def _print_study(result, console=None) -> None:
-    from rich.console import Console
-
-    from tcnsearch._tables import Col, print_table
-
-    metric = result.metric_names[0]
-    cols = [Col("#", right=True), Col("state"), Col("TCN"), Col("R", right=True, drop=3),
-            Col("latency ms", right=True, drop=2), Col(metric, right=True), Col("params", right=True, drop=4),
-            Col("note", flex=True, drop=1)]
-    best = {b["number"] for b in result.best}
-    rows = []
-    for t in result.trials:
-        if "infeasible" in t or "warm_start_from" in t:
-            continue  # never trained here: counted below
-        searched = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()
-                             if k not in ("tcn", "K", "f", "D", "B"))
-        rows.append([f"{t['number']}{' *' if t['number'] in best else ''}", t["state"],
-                     str(t.get("tcn", t["params"].get("tcn", "-"))), str(t.get("receptive_field", "-")),
-                     f"{t['latency_ms']:.3g}" if "latency_ms" in t else "-",
-                     f"{t['values'][0]:.4f}" if t["values"] else "-", f"{t.get('num_parameters', '-')}",
-                     t.get("fail_reason") or searched])
-    console = console or Console()
-    print_table(f"Study {result.study_name} ({result.task}, preset {result.preset}) on {result.device}", cols, rows,
-                console)
-    for note in result.warnings:
-        console.print(f"[yellow]warning:[/] {note}")
-    counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n and s not in ("INFEASIBLE", "WARM_START"))
-    apart = [f"{result.counts[k]} {what}" for k, what in (("INFEASIBLE", "proposals outside the survivors or the "
-                                                                         "budget, never trained"),
-                                                          ("WARM_START", "trials copied by the warm start"))
-             if result.counts.get(k)]
-    counts += f" ({'; '.join(apart)})" if apart else ""
-    console.print(f"{counts}; this run: {result.ran} trial(s), {result.elapsed_s:.1f} s; {result.survivors} TCN "
-                  f"structures survived the profile. Stored in {result.storage}. * best. Browse: tcnsearch "
-                  f"dashboard --storage {result.storage}")
 
 
 @cli.command("dashboard")
@@ -468,7 +394,3 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"tcnsearch: failed: {type(exc).__name__}: {exc} (TCNSEARCH_DEBUG=1 shows the traceback)",
                    err=True)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

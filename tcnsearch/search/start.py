@@ -1,5 +1,6 @@
 """How a study starts: its sampler, the structures it may train, and what it is seeded with.
 
+- `prepare_study`: create the study (its survivors frozen as its parameter space), or load it to resume.
 - `sampler_named`: `--sampler NAME` over the study file's `sampler:` (keeping its seed).
 - `structure_space`: the survivors as ordered K, f, D, B axes, with the objective's latency budget
   (`max_latency_ms`, `min_speedup`) as constraints; refuses a budget no survivor meets.
@@ -15,13 +16,62 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
+from tcnsearch.compat import optuna as optuna_private
 from tcnsearch.errors import UserError, validation_message
-from tcnsearch.ops import receptive_field
-from tcnsearch.search._structure import StructureSpace, label
-from tcnsearch.search._study import WARM_START, open_storage, trained
+from tcnsearch.profile import Survivor
+from tcnsearch.search.space import StructureSpace
 from tcnsearch.search.spec import Sampler, StudySpec
+from tcnsearch.search.trials import WARM_START, freeze, frozen, is_frozen, open_storage, trained
+from tcnsearch.structure import Structure
 
 PAPER = {"kernel_size": 17, "per_block": 1, "depths": (4, 3)}  # TCNCA's benchmark TCN; its models use D 3-4
+
+
+def check_existing(storage, name: str, resume: bool, directions: list[str]) -> None:
+    """Refuse to write into the stored study `name` (if there is one) when the run may not: it holds trials
+    and `resume` is off, it optimises other objectives, or tcnsearch did not create it (or an earlier
+    version did). A study driver checks this before it profiles, and again as it creates the study.
+
+    Raises:
+        UserError: naming the way out (--resume, --study-name, --warm-start).
+    """
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return
+    trials = existing.get_trials(deepcopy=False)
+    if not resume and trials:
+        held = sum(1 for t in trials if trained(t))
+        raise UserError(f"study {name!r} already holds {held} trials; "
+                        "--resume continues it, --study-name NAME starts another")
+    stored = [d.name.lower() for d in existing.directions]
+    if stored != directions:
+        raise UserError(f"study {name!r} optimises {stored}, not {directions}; "
+                        "use --study-name NAME for a study with other objectives")
+    if trials or is_frozen(existing):
+        frozen(existing)  # refuses a study of another tool or an earlier version
+
+
+def prepare_study(spec: StudySpec, storage, name: str, directions: list[str], metric_names: list[str],
+                  survivors: list[Survivor], grid: dict[str, list[int]], resume: bool, sampler,
+                  attrs: dict) -> tuple[optuna.Study, list[Survivor], dict[str, list[int]]]:
+    """Create the study `name` with `survivors` (over `grid`) frozen as its parameter space and `attrs` as its
+    user attributes, or load it to resume; (study, its frozen survivors, its grid).
+
+    Raises:
+        UserError: the study holds trials and `resume` is off; it optimises other objectives; it was not
+            created by this version of tcnsearch.
+    """
+    check_existing(storage, name, resume, directions)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True,
+                                sampler=sampler)
+    if not is_frozen(study) and not study.get_trials(deepcopy=False):  # new (or never used)
+        study.set_metric_names(metric_names)
+        freeze(study, survivors, grid, spec.objective.model_dump())
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+    survivors, grid = frozen(study)  # refuses a study of another tool or an earlier version
+    return study, survivors, grid
 
 
 def sampler_named(name: str, spec: StudySpec) -> Sampler:
@@ -31,39 +81,37 @@ def sampler_named(name: str, spec: StudySpec) -> Sampler:
         raise UserError(f"--sampler: {validation_message(err)}") from None
 
 
-def parse_enqueue(item: str) -> str | dict:
-    """'paper', or 'K,f,D,B' as a structure."""
+def parse_enqueue(item: str) -> str | Structure:
+    """'paper', a structure's label (K5-f4-D3-B1), or K,f,D,B."""
     if item == "paper":
         return item
     try:
-        k, f, d, b = (int(v) for v in item.split(","))
-    except ValueError:
-        raise UserError(f"--enqueue {item!r}: give 'paper' or a structure as K,f,D,B (e.g. 5,4,3,1)") from None
-    return {"kernel_size": k, "dilation_factor": f, "depth": d, "per_block": b}
+        return Structure(*(int(v) for v in item.split(","))) if "," in item else Structure.parse(item)
+    except (ValueError, TypeError):
+        raise UserError(f"--enqueue {item!r}: give 'paper' or a structure as K,f,D,B or K5-f4-D3-B1") from None
 
 
-def structure_space(survivors: list[dict], spec: StudySpec, mode: str) -> StructureSpace:
-    """The survivors as K, f, D, B axes, with the objective's latency budget as constraints."""
-    objective = spec.objective
-    speedup_key = "speedup_fwdbwd" if mode == "train" else "speedup_fwd"
+def structure_space(survivors: list[Survivor], grid: dict[str, list[int]], spec: StudySpec) -> StructureSpace:
+    """The survivors as K, f, D, B axes over the profile `grid`, with the objective's latency budget as
+    constraints.
+
+    Raises:
+        UserError: a latency budget that no survivor meets (naming the fastest).
+    """
+    objective, metric = spec.objective, spec.profile_spec().metric
     budget = {}
     if objective.max_latency_ms is not None:
-        budget["latency_ms"] = lambda s: s["latency_ms"] - objective.max_latency_ms
+        budget["latency_ms"] = lambda s: s.latency_ms - objective.max_latency_ms
     if objective.min_speedup is not None:
-        budget["speedup"] = lambda s: objective.min_speedup - s[speedup_key]
-    if budget and any(s.get("latency_ms") is None or s.get(speedup_key) is None for s in survivors):
-        raise UserError(f"study {spec.name}: the profile has no {'training' if mode == 'train' else 'inference'} "
-                        "latency for its survivors at this level, so a latency budget cannot be checked; drop "
-                        "max_latency_ms/min_speedup or profile with that mode")
-    grid = survivors[0]["choices"]
-    space = StructureSpace(grid, {s["label"]: s for s in survivors}, budget)
+        budget["speedup"] = lambda s: objective.min_speedup - s.speedup(metric)
+    space = StructureSpace(grid, survivors, budget)
     if not space.allowed:
-        fastest = min(survivors, key=lambda s: s["latency_ms"])
+        fastest = min(survivors, key=lambda s: s.latency_ms)
         raise UserError(f"study {spec.name}: no survivor meets the latency budget ("
                         + ", ".join(f"{k}: {v}" for k, v in (("max_latency_ms", objective.max_latency_ms),
                                                            ("min_speedup", objective.min_speedup)) if v is not None)
-                        + f"); the fastest, {fastest['label']}, takes {fastest['latency_ms']:.3g} ms at "
-                          f"{fastest[speedup_key]:.2f}x; relax the budget in the study file's objective")
+                        + f"); the fastest, {fastest.label}, takes {fastest.latency_ms:.3g} ms at "
+                          f"{fastest.speedup(metric):.2f}x; relax the budget in the study file's objective")
     return space
 
 
@@ -74,7 +122,17 @@ def grid_of(space: StructureSpace, spec: StudySpec) -> dict[str, list] | None:
     return {a.name: a.values for a in space.axes} | {k: p.choices for k, p in spec.space.items()}
 
 
-def resolve_enqueue(space: StructureSpace, queued: list, lengths: list[int]) -> tuple[list[dict], list[str]]:
+def paper_structures(length: int) -> list[Structure]:
+    """TCNCA's benchmark TCN at `length`: K 17, B 1, D 4 and 3, the smallest f whose receptive field covers it."""
+    out = []
+    for depth in PAPER["depths"]:
+        f = next(f for f in range(1, 1 << 20)
+                 if Structure(PAPER["kernel_size"], f, depth, PAPER["per_block"]).receptive_field >= length)
+        out.append(Structure(PAPER["kernel_size"], f, depth, PAPER["per_block"]))
+    return out
+
+
+def resolve_enqueue(space: StructureSpace, queued: list, lengths: list[int]) -> tuple[list[Survivor], list[str]]:
     """The allowed structures `--enqueue` asks for, and notes on what was queued instead.
 
     Raises:
@@ -82,36 +140,30 @@ def resolve_enqueue(space: StructureSpace, queued: list, lengths: list[int]) -> 
     """
     notes, chosen = [], []
     for item in queued:
-        wanted = [(item, False)] if item != "paper" else []
-        if item == "paper":
-            for depth in PAPER["depths"]:
-                f = next(f for f in range(1, 1 << 20)
-                         if receptive_field(PAPER["kernel_size"], f, depth, PAPER["per_block"]) >= max(lengths))
-                wanted.append(({"kernel_size": PAPER["kernel_size"], "dilation_factor": f, "depth": depth,
-                                "per_block": PAPER["per_block"]}, True))
+        wanted = [(s, True) for s in paper_structures(max(lengths))] if item == "paper" else [(item, False)]
         for structure, paper in wanted:
-            if label(structure) in space.allowed:
-                chosen.append(space.allowed[label(structure)])
+            if structure in space.allowed:
+                chosen.append(space.allowed[structure])
             elif paper:  # the paper's structure is rarely in a study's grid: its nearest allowed neighbour
                 nearest = space.nearest(structure)
                 chosen.append(nearest)
-                notes.append(f"the paper's {label(structure)} is not a survivor of this study's profile; queued its "
-                             f"nearest, {nearest['label']}")
+                notes.append(f"the paper's {structure} is not a survivor of this study's profile; queued its "
+                             f"nearest, {nearest.label}")
             else:
-                near = ", ".join(s["label"] for s in sorted(space.allowed.values(),
-                                                            key=lambda s: space.distance(structure, s))[:3])
-                raise UserError(f"--enqueue {label(structure)}: not a structure this study may train (not a "
+                near = ", ".join(s.label for s in sorted(space.allowed.values(),
+                                                         key=lambda s: space.distance(structure, s.structure))[:3])
+                raise UserError(f"--enqueue {structure}: not a structure this study may train (not a "
                                 f"survivor of its profile, or over its latency budget); the nearest that are: {near}")
     return chosen, notes
 
 
-def enqueue_structures(study: optuna.Study, space: StructureSpace, structures: list[dict]) -> None:
+def enqueue_structures(study: optuna.Study, structures: list[Survivor]) -> None:
     """Queue `structures` first (once: a resumed study does not queue them again)."""
     already = {t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)}
     for s in structures:
-        if s["label"] not in already:
-            already.add(s["label"])
-            study.enqueue_trial(space.params_of(s), user_attrs={"enqueued": s["label"]})
+        if s.label not in already:
+            already.add(s.label)
+            study.enqueue_trial(s.structure.as_params(), user_attrs={"enqueued": s.label})
 
 
 def source_study(url: str, name: str, spec: StudySpec, multi_objective: bool) -> optuna.Study:
@@ -148,7 +200,7 @@ def warm_start_from(study: optuna.Study, source: optuna.Study, ours: dict) -> li
         params, dists, missing = {}, {}, None
         for name, dist in ours.items():
             value = t.params.get(name)
-            if value is None or not _fits(dist, value):
+            if value is None or not optuna_private.contains(dist, value):
                 missing = f"{name}={value}" if value is not None else f"no {name}"
                 break
             params[name], dists[name] = value, dist
@@ -175,8 +227,3 @@ def distributions(space: StructureSpace, spec: StudySpec) -> dict[str, optuna.di
     return space.distributions() | {k: p.distribution() for k, p in spec.space.items()}
 
 
-def _fits(dist: optuna.distributions.BaseDistribution, value) -> bool:
-    try:
-        return dist._contains(dist.to_internal_repr(value))
-    except (ValueError, TypeError):
-        return False

@@ -4,9 +4,10 @@ import io
 
 from rich.console import Console
 
-from tcnsearch._tables import Col, print_table
-from tcnsearch.cli import _print_study, main
-from tcnsearch.search.runner import StudyResult
+from tcnsearch.cli import main
+from tcnsearch.cli.printers import print_study
+from tcnsearch.cli.tables import Col, print_table
+from tcnsearch.search import StudyResult
 
 
 def _render(width: int, *args) -> list[str]:
@@ -50,7 +51,7 @@ def test_the_study_table_fits_80_columns():
                          counts={"COMPLETE": 1, "PRUNED": 1, "FAIL": 1}, best=[trials[0]], ran=3, device="cpu",
                          survivors=31, elapsed_s=60.0, trials=trials)
     out = io.StringIO()
-    _print_study(result, Console(file=out, width=80))
+    print_study(result, Console(file=out, width=80))
     table = [line for line in out.getvalue().splitlines() if line.startswith(("┃", "│", "┏", "└", "┡", "┗"))]
     assert table and max(map(len, table)) <= 80
     assert "K17-f16-D6-B2" in out.getvalue() and "0.8750" in out.getvalue() and "FAIL" in out.getvalue()

@@ -28,13 +28,11 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-AXES = (("K", "kernel_size"), ("f", "dilation_factor"), ("D", "depth"), ("B", "per_block"))
+from tcnsearch.profile import Survivor
+from tcnsearch.structure import AXES, Structure
+
 REPAIR_AFTER = 25  # infeasible proposals in a row before the nearest allowed structure is queued
 INFEASIBLE = "infeasible"  # user attr of a proposal that was never trained: why
-
-
-def label(s: dict) -> str:
-    return f"K{s['kernel_size']}-f{s['dilation_factor']}-D{s['depth']}-B{s['per_block']}"
 
 
 @dataclass
@@ -79,51 +77,49 @@ class StructureSpace:
 
     Args:
         grid: each axis's grid values, by structure field (kernel_size: [3, 5, 7], ...).
-        survivors: the profile's survivors, by label.
+        survivors: the profile's survivors.
         budget: constraint name -> function of a survivor giving its violation (> 0: over the budget).
     """
 
-    def __init__(self, grid: dict[str, list[int]], survivors: dict[str, dict], budget: dict | None = None):
+    def __init__(self, grid: dict[str, list[int]], survivors: list[Survivor],
+                 budget: dict[str, Callable[[Survivor], float]] | None = None):
         self.axes = [Axis(name, key, sorted(set(grid[key]))) for name, key in AXES]
-        self.survivors = survivors
+        self.survivors = {s.structure: s for s in survivors}
         self.budget = budget or {}
         # what may be trained: survivors within every budget
-        self.allowed = {k: s for k, s in survivors.items() if all(v(s) <= 0 for v in self.budget.values())}
+        self.allowed = {k: s for k, s in self.survivors.items() if all(v(s) <= 0 for v in self.budget.values())}
 
     def distributions(self) -> dict[str, optuna.distributions.IntDistribution]:
         return {a.name: a.distribution() for a in self.axes}
 
-    def suggest(self, trial: optuna.Trial) -> dict:
+    def suggest(self, trial: optuna.Trial) -> Structure:
         """Draw K, f, D, B from the sampler and snap them onto the grid: the structure proposed."""
-        return {a.key: a.snap(trial.suggest_int(a.name, a.values[0], a.values[-1], step=a.step or 1, log=a.log))
-                for a in self.axes}
+        return Structure(**{a.key: a.snap(trial.suggest_int(a.name, a.values[0], a.values[-1], step=a.step or 1,
+                                                            log=a.log)) for a in self.axes})
 
-    def distance(self, s: dict, t: dict) -> float:
-        return math.sqrt(sum((a.position(s[a.key]) - a.position(t[a.key])) ** 2 for a in self.axes))
+    def distance(self, s: Structure, t: Structure) -> float:
+        return math.sqrt(sum((a.position(getattr(s, a.key)) - a.position(getattr(t, a.key))) ** 2
+                             for a in self.axes))
 
-    def nearest(self, structure: dict) -> dict:
+    def nearest(self, structure: Structure) -> Survivor:
         """The allowed structure nearest to `structure` (ties: the smaller label)."""
-        return min(self.allowed.values(), key=lambda s: (self.distance(structure, s), s["label"]))
+        return min(self.allowed.values(), key=lambda s: (self.distance(structure, s.structure), s.label))
 
-    def constraints(self, structure: dict) -> dict[str, float]:
+    def constraints(self, structure: Structure) -> dict[str, float]:
         """Constraint values (> 0 violated): `structure` must be a survivor, and within each budget.
 
         The survivor constraint is the distance to the nearest survivor (0 for a survivor), so
         that a near miss counts as less infeasible than a far one.
         """
-        chosen = self.survivors.get(label(structure))
+        chosen = self.survivors.get(structure)
         if chosen is not None:
             values = {"survivor": 0.0}
         else:
-            nearest = min(self.survivors.values(), key=lambda s: self.distance(structure, s))
+            nearest = min(self.survivors, key=lambda s: self.distance(structure, s))
             values = {"survivor": max(1e-3, self.distance(structure, nearest))}
         for name, violation in self.budget.items():
             values[name] = float(violation(chosen)) if chosen is not None else 0.0
         return values
-
-    def params_of(self, structure: dict) -> dict[str, int]:
-        """The K, f, D, B parameters that propose exactly `structure` (for enqueueing it)."""
-        return {a.name: structure[a.key] for a in self.axes}
 
 
 class Proposer:
@@ -133,35 +129,47 @@ class Proposer:
     that multivariate samplers keep one joint search space. The others are told PRUNED with their
     constraint values and never trained. Used by the study's Ray Tune searcher and by the replay
     benchmark alike.
+
+    `on_ask(trial)` runs as soon as a trial exists (the searcher records its first heartbeat), and
+    `pending` holds the trials of the current ask that are neither told nor returned: after an ask
+    that raised (a lost database connection), the ones to fail rather than leave RUNNING.
     """
 
-    def __init__(self, study: optuna.Study, space: StructureSpace):
-        self.study, self.space = study, space
+    def __init__(self, study: optuna.Study, space: StructureSpace,
+                 on_ask: Callable[[optuna.Trial], None] | None = None):
+        self.study, self.space, self.on_ask = study, space, on_ask
+        self.pending: list[optuna.Trial] = []
         self.infeasible_in_a_row = 0
         sampler = study.sampler
         self.repair_after = (None if isinstance(sampler, optuna.samplers.GridSampler)  # visits the grid as it is
                              else 1 if isinstance(sampler, optuna.samplers.GPSampler) else REPAIR_AFTER)
 
-    def ask(self, rest: Callable[[optuna.Trial], dict]) -> tuple[optuna.Trial, dict, dict]:
+    def ask(self, rest: Callable[[optuna.Trial], dict]) -> tuple[optuna.Trial, Survivor, dict]:
         """(trial, the survivor to train, the searched values)."""
+        self.pending = []
         while True:
             trial = self.study.ask()
+            self.pending.append(trial)
+            if self.on_ask is not None:
+                self.on_ask(trial)
             values = rest(trial)
             structure = self.space.suggest(trial)
             constraints = self.space.constraints(structure)
             for name, value in constraints.items():
                 trial.set_constraint(name, value)
-            trial.set_user_attr("tcn", label(structure))
+            trial.set_user_attr("tcn", structure.label)
             if all(v <= 0 for v in constraints.values()):
                 self.infeasible_in_a_row = 0
-                return trial, self.space.survivors[label(structure)], values
+                self.pending.remove(trial)
+                return trial, self.space.survivors[structure], values
             violated = ", ".join(f"{k} {v:.3g}" for k, v in constraints.items() if v > 0)
-            trial.set_user_attr(INFEASIBLE, f"{label(structure)}: {violated}")
+            trial.set_user_attr(INFEASIBLE, f"{structure.label}: {violated}")
             self.study.tell(trial, state=TrialState.PRUNED)  # never trained; not part of the budget
+            self.pending.remove(trial)
             self.infeasible_in_a_row += 1
             if self.repair_after is not None and self.infeasible_in_a_row >= self.repair_after:
                 # The sampler keeps proposing what cannot be trained: queue the nearest allowed
                 # structure, the proposal's other parameters kept.
-                params = trial.params | self.space.params_of(self.space.nearest(structure))
+                params = trial.params | self.space.nearest(structure).structure.as_params()
                 self.study.enqueue_trial(params, user_attrs={"repaired_from": trial.number})
                 self.infeasible_in_a_row = 0

@@ -1,8 +1,8 @@
-from tcnsearch.profile import ProfileSpec, run_profile
-from tcnsearch.report import profile_figures, write_profile_report
+from tcnsearch.profile import ProfileSpec, profile_figures, run_profile
+from tcnsearch.report import write_profile_report
 
 
-def test_report_figures_and_html(sqlite_url, tmp_path):
+def test_profile_figures_and_their_html_report(sqlite_url, tmp_path):
     spec = ProfileSpec(lengths=[128, 256], kernel_sizes=[3, 5], dilation_factors=[2, 4], depths=[3, 4],
                        per_block=[1, 2], channels=8, ema_dim=4, min_receptive_field=None, max_time=0.02, min_pairs=3)
     result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)

@@ -1,4 +1,4 @@
-"""The profile report: where the TCN beats the EMA, and what receptive field that buys.
+"""A profile as people look at it: where the TCN beats the EMA, and what receptive field that buys.
 
 1. Speedup heatmaps over kernel size and dilation factor, one panel per (length, depth, B);
    blank cells are structures the receptive-field rule left out; predicted cells say so.
@@ -6,23 +6,34 @@
    (survivor, undecided, rejected), measured as filled and predicted as open markers, the
    threshold as a line.
 3. The survivors and the undecided as a table, each speedup with its interval.
+4. For optuna-dashboard: every structure's speedup, fastest first (`dashboard_figure`), and the
+   profile as a Markdown note (`profile_note`); a study attaches both (search.dashboard).
+
+The HTML report that holds 1-3 is report.write_profile_report.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tcnsearch.profile.runner import ProfileResult
+from tcnsearch.profile.result import ProfileResult
+
+METRIC_NAMES = {"fwdbwd": "forward+backward", "fwd": "forward"}
+
+
+def speedup_text(row: dict, key: str) -> str:
+    """A row's speedup with its 95% interval: "1.47x [1.45, 1.50]"."""
+    lo, hi = row[f"{key}_ci"]
+    return f"{row[key]:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
 def _metric(result: ProfileResult) -> tuple[str, str]:
-    return ("speedup_fwdbwd", "forward+backward") if result.spec.mode == "train" else ("speedup_fwd", "forward")
+    """(the deciding speedup's row key, its name for people)."""
+    return f"speedup_{result.spec.metric}", METRIC_NAMES[result.spec.metric]
 
 
 def speedup_heatmaps(result: ProfileResult) -> go.Figure:
@@ -69,9 +80,9 @@ def speedup_scatter(result: ProfileResult, x: Callable[[dict], object], label: C
                     ) -> go.Figure:
     """Each structure that ran, at `x(row)`, against its speedup with the 95% interval as error bars: one
     trace per (decision, source), colored by decision, filled if measured and open if predicted, and
-    `min_speedup` as a dashed line. `label(row)` names the structure in the hover text (default K, f, D, B)."""
+    `min_speedup` as a dashed line. `label(row)` names the structure in the hover text (default its label)."""
     key, metric = _metric(result)
-    label = label or (lambda r: f"K={r['kernel_size']} f={r['dilation_factor']} D={r['depth']} B={r['per_block']}")
+    label = label or (lambda r: r["tcn"])
     ok = [r for r in result.candidates if r["ok"]]
     fig = go.Figure()
     for decision, color in DECISION_COLORS.items():
@@ -106,15 +117,11 @@ def survivors_table(result: ProfileResult) -> go.Figure:
     s = result.survivors + result.undecided
     head = ["K", "f", "D", "B", "R", "decision", "source", "pairs", "TCN fwd ms", "TCN fwd+bwd ms", "EMA fwd ms",
             "EMA fwd+bwd ms", "speedup fwd [95% CI]", "speedup fwd+bwd [95% CI]"]
-
-    def ci(r, k):
-        return f"{r[k]:.2f}x [{r[k + '_ci'][0]:.2f}, {r[k + '_ci'][1]:.2f}]"
-
     cols = [[r["kernel_size"] for r in s], [r["dilation_factor"] for r in s], [r["depth"] for r in s],
             [r["per_block"] for r in s], [r["receptive_field"] for r in s], [r["decision"] for r in s],
             [r["source"] for r in s], [r["n_pairs"] for r in s],
             *[[f"{r[k]:.3f}" for r in s] for k in ("tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms")],
-            *[[ci(r, k) for r in s] for k in ("speedup_fwd", "speedup_fwdbwd")]]
+            *[[speedup_text(r, k) for r in s] for k in ("speedup_fwd", "speedup_fwdbwd")]]
     fig = go.Figure(go.Table(header={"values": head}, cells={"values": cols}))
     fig.update_layout(title=f"{len(result.survivors)} survivors and {len(result.undecided)} undecided "
                             f"(times at L={max(result.spec.lengths)}, speedups the least over lengths)",
@@ -126,16 +133,83 @@ def profile_figures(result: ProfileResult) -> list[go.Figure]:
     return [speedup_heatmaps(result), latency_vs_receptive_field(result), survivors_table(result)]
 
 
-def write_profile_report(result: ProfileResult, path: str | Path) -> Path:
-    """One self-contained HTML page (plotly.js embedded once, so it opens offline)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(profile_figures(result))]
-    title = html.escape(f"tcnsearch profile — {result.device.device_name}")
-    meta = html.escape(f"level {result.spec.level}, backend {result.device.backend} ({result.device.threads} threads), "
-                       f"torch {result.device.torch_version}, CUDA {result.device.cuda_version}, "
-                       f"{result.spec.dtype}, batch {result.spec.batch}, {result.spec.channels} channels, "
-                       f"EMA N={result.spec.ema_dim}, mode {result.spec.mode}, min speedup {result.spec.min_speedup}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-                    f"<body><h2>{title}</h2><p>{meta}</p>{''.join(parts)}</body></html>")
-    return path
+def _md(text: object) -> str:
+    """`text` shown literally in Markdown, table cells included."""
+    out = str(text)
+    for ch in "\\`*_[]<>|#":
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _some(labels: list[str], most: int = 20) -> str:
+    return f" ({', '.join(labels[:most])}{' ...' if len(labels) > most else ''})" if labels else ""
+
+
+def dashboard_figure(result: ProfileResult) -> go.Figure:
+    """Each structure's speedup, fastest first, survivors marked (speedup_scatter's traces), sized for
+    optuna-dashboard's study page."""
+    key, metric = _metric(result)
+    ranked = sorted((r for r in result.candidates if r["ok"]), key=lambda r: -r[key])
+    fig = speedup_scatter(result, lambda r: r["tcn"])
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[r["tcn"] for r in ranked],
+                     title_text="structure K-f-D-B, fastest first", tickangle=-90, tickfont={"size": 9})
+    if len(ranked) > 40:
+        fig.update_traces(marker_size=5, error_y_thickness=0.5)
+    # The dashboard draws it 450 px high in half the page's width: the legend goes above the plot.
+    fig.update_layout(
+        title={"text": f"Profile: {metric} speedup ({result.spec.level} level)", "font": {"size": 14},
+               "y": 0.98, "yanchor": "top"},
+        height=450, margin={"l": 60, "r": 20, "t": 90, "b": 100},
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 10}})
+    return fig
+
+
+def profile_note(result: ProfileResult, frozen: list[str] | None = None) -> str:
+    """The profile as a Markdown note. `frozen`: the labels of the survivors a study was created with (its
+    parameter space), compared with what this profile keeps."""
+    spec, dev = result.spec, result.device
+    key, metric = _metric(result)
+    rows = result.candidates
+    count = {d: sum(r["decision"] == d for r in rows if r["ok"]) for d in ("survivor", "undecided", "rejected")}
+    by_source = {s: sum(r["source"] == s for r in rows) for s in ("measured", "predicted")}
+    failed = sum(not r["ok"] for r in rows)
+    kept = result.kept()
+    lines = [
+        "## Latency profile",
+        "",
+        f"Device **{_md(dev.device_name)}**: backend {_md(dev.backend)}, {_n(dev.threads, 'thread')}, "
+        f"{_md(dev.dtype)}, torch {_md(dev.torch_version)}, CUDA {_md(dev.cuda_version)}.",
+        "",
+        f"Level **{spec.level}**, mode **{spec.mode}** ({metric} speedup over MEGA's EMA, the least over the lengths "
+        f"{', '.join(map(str, spec.lengths))}); {spec.channels} channels, batch {spec.batch}, EMA N={spec.ema_dim}.",
+        "",
+        f"Thresholds: min speedup **{spec.min_speedup:g}x**, required receptive field **R >= "
+        f"{spec.required_receptive_field}**, precision {spec.precision:g}, undecided structures: "
+        f"**{spec.undecided}**.",
+        "",
+        f"Of {len(rows)} structures: **{_n(count['survivor'], 'survivor')}**, {count['undecided']} undecided, "
+        f"{count['rejected']} rejected" + (f", {failed} failed or missing" if failed else "")
+        + f"; {by_source['measured']} measured, {by_source['predicted']} predicted by the latency model.",
+        "",
+        f"### Survivors{' and the undecided (kept)' if spec.undecided == 'keep' else ''}",
+        "",
+        "| structure | K | f | D | B | R | speedup [95% CI] | source | decision |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        *(f"| {r['tcn']} | {r['kernel_size']} | {r['dilation_factor']} | {r['depth']} | {r['per_block']} | "
+          f"{r['receptive_field']} | {speedup_text(r, key)} | {r['source']} | {r['decision']} |" for r in kept),
+    ]
+    if not kept:
+        lines.append("| none | | | | | | | | |")
+    if frozen is not None:
+        drawn = list(frozen)
+        now = [r["tcn"] for r in kept]
+        gone, new = [x for x in drawn if x not in now], [x for x in now if x not in drawn]
+        if gone or new:
+            lines += ["", f"The study draws from the {len(drawn)} structures it was created with: "
+                          f"{len(gone)} of them no longer survive{_some(gone)}, and {_n(len(new), 'new survivor')} "
+                          f"not drawn{_some(new)}."]
+    return "\n".join(lines)

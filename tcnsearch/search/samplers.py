@@ -19,6 +19,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from tcnsearch.compat import optuna as optuna_private
+
 
 class AskTellGrid(optuna.samplers.GridSampler):
     def after_trial(self, study, trial, state, values) -> None:
@@ -46,8 +48,8 @@ class StoppedAwareGP(optuna.samplers.GPSampler):
         # pending points of its qLogEI.
         if search_space == {}:
             return {}
-        trials = [t for t in study._get_trials(deepcopy=False, use_cache=False,
-                                               states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+        trials = [t for t in optuna_private.trials_uncached(
+                      study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
                   if search_space.keys() <= t.params.keys()]
         finished = [t for t in trials if t.state == TrialState.COMPLETE]
         pruned = [t for t in trials if t.state == TrialState.PRUNED]
@@ -55,10 +57,10 @@ class StoppedAwareGP(optuna.samplers.GPSampler):
             # without the other objectives' values a Pareto study's stopped trials are left out, as Optuna leaves them
             finished += [self._as_finished(t) for t in pruned if t.intermediate_values]
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        if len(finished) < self._n_startup_trials:
+        if len(finished) < optuna_private.gp_startup_trials(self):
             return {}
         with torch.device("cpu"):  # as GPSampler: whatever the default device, its fit runs on the CPU
-            return self._sample_relative_impl(study, finished, running, search_space)
+            return optuna_private.gp_sample(self, study, finished, running, search_space)
 
     def _as_finished(self, trial: FrozenTrial) -> FrozenTrial:
         """A stopped trial as the GP sees it: its last value, and its latency in a Pareto study."""
