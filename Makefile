@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test services bench lint
+.PHONY: demo test check services bench lint gpu-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ demo: $(BIN)/.installed  ## the main job on embedded defaults: profile, a small 
 	$(BIN)/tcnsearch report assoc-recall-tiny
 	@echo "Browse the study: $(BIN)/tcnsearch dashboard   (then open http://127.0.0.1:8080)"
 
-test: $(BIN)/.installed services  ## the test suite
+test: $(BIN)/.installed services  ## the whole test suite (CI's command)
 	$(BIN)/python -m pytest -q
+
+check: $(BIN)/.installed  ## the fast lane for the edit-test loop: no Ray, no cluster, no browser, nothing slow
+	$(BIN)/python -m pytest -q -m "not slow and not ray and not cluster and not browser"
 
 # What the tests talk to for real: the local PostgreSQL server (started if it is installed and down)
 # and Debian's Chromium for the dashboard tests (installed if missing and this user may). Whatever
@@ -42,5 +45,9 @@ bench: $(BIN)/.installed  ## every benchmark
 	$(BIN)/python benchmarks/attention_ablation.py
 	$(BIN)/python benchmarks/study_overhead.py --tiny-study
 
-lint: $(BIN)/.installed
+gpu-check: $(BIN)/.installed  ## every CUDA path once, on a machine with a GPU (about 5 minutes): one table
+	$(BIN)/python benchmarks/gpu_check.py
+
+lint: $(BIN)/.installed  ## ruff, and the package boundaries (import-linter's contracts in pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports

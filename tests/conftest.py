@@ -19,6 +19,13 @@ import pytest
 # Ray 2.60 writes ~/.ray/auth_token on a local ray.init, which a later `ray start` head then
 # rejects from drivers: the tests' clusters run without token authentication, as one machine's.
 os.environ["RAY_AUTH_MODE"] = "disabled"
+
+
+def pytest_collection_modifyitems(items):
+    """A test that joins the session's Ray head is a `ray` test (`make check` leaves those out)."""
+    for item in items:
+        if "ray_head" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
 PG_ADMIN = os.environ.get("TCNSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tcnsearch.cli import cli
@@ -13,10 +14,16 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
+GPU_WORKERS = [f"ray-worker-gpu{i}" for i in range(8)]
+WORKERS = [*GPU_WORKERS, "ray-worker-cpu"]
+
+
 def test_the_services_of_the_cluster():
-    assert set(SERVICES) == {"postgres", "ray-head", "ray-worker", "dashboard", "tcnsearch"}
-    for name in ("ray-head", "ray-worker", "dashboard", "tcnsearch"):
-        assert SERVICES[name]["build"] == "." and SERVICES[name]["image"].startswith("${TCNSEARCH_IMAGE")
+    assert set(SERVICES) == {"postgres", "ray-head", "dashboard", "tcnsearch", *WORKERS}
+    for name in ("ray-head", "dashboard", "tcnsearch", *WORKERS):
+        build = SERVICES[name]["build"]
+        assert build["context"] == "." and SERVICES[name]["image"].startswith("${TCNSEARCH_IMAGE")
+        assert build["args"]["TORCH_CUDA"].startswith("${TORCH_CUDA")  # the image's CUDA build is a choice
 
 
 def test_postgres_is_healthchecked_kept_on_a_volume_and_loopback_only():
@@ -28,19 +35,36 @@ def test_postgres_is_healthchecked_kept_on_a_volume_and_loopback_only():
 
 
 def test_ray_head_and_workers():
-    head, worker = SERVICES["ray-head"], SERVICES["ray-worker"]
+    head = SERVICES["ray-head"]
     assert "ray start --head" in head["command"] and "--port=6379" in head["command"]
     assert "ray status" in " ".join(head["healthcheck"]["test"])
     assert head["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert "--address=ray-head:6379" in worker["command"]
-    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
-    device = worker["deploy"]["resources"]["reservations"]["devices"][0]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    assert str(worker["deploy"]["replicas"]).startswith("${RAY_WORKERS")
+    for name in WORKERS:
+        worker = SERVICES[name]
+        assert "--address=ray-head:6379" in worker["command"]
+        assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert "--num-gpus=0" in SERVICES["ray-worker-cpu"]["command"]
+    assert "deploy" not in SERVICES["ray-worker-cpu"] or "resources" not in SERVICES["ray-worker-cpu"]["deploy"]
+
+
+def _devices(name: str) -> list[str]:
+    (device,) = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and "count" not in device
+    assert "--num-gpus=1" in SERVICES[name]["command"]
+    return device["device_ids"]
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_each_gpu_worker_gets_a_gpu_of_its_own(n):
+    """COMPOSE_PROFILES=gpus-N starts N workers on GPUs 0..N-1, one each (a scaled service with `count: 1`
+    would give every replica the same first GPU)."""
+    started = [w for w in GPU_WORKERS if f"gpus-{n}" in SERVICES[w]["profiles"]]
+    assert sorted(d for w in started for d in _devices(w)) == [str(i) for i in range(n)]
+    assert all("profiles" not in SERVICES[s] for s in ("postgres", "ray-head", "dashboard"))
 
 
 def test_every_container_reaches_the_one_database_without_a_written_secret():
-    for name in ("ray-head", "ray-worker", "dashboard", "tcnsearch"):
+    for name in ("ray-head", "dashboard", "tcnsearch", *WORKERS):
         url = SERVICES[name]["environment"]["TCNSEARCH_STORAGE"]
         assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
         assert "${POSTGRES_PASSWORD:?" in url
@@ -72,8 +96,12 @@ def test_env_example_names_every_variable_and_no_secret():
     assert example["POSTGRES_PASSWORD"] == ""
 
 
-def test_dockerfile_installs_the_pinned_torch_first_and_the_package():
+def test_dockerfile_installs_the_chosen_torch_build_first_and_the_package():
     text = (ROOT / "Dockerfile").read_text()
-    assert text.index("torch==2.13.0") < text.index("pip install --no-cache-dir -e .")
+    assert "ARG TORCH_VERSION=2.13.0" in text and "ARG TORCH_CUDA=" in text
+    install = text.index('"torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"')
+    assert install < text.index("pip install --no-cache-dir -e .")
+    for build in ("cu130", "cu128", "cu126", "cpu"):  # each build the README's table names is explained here
+        assert f"TORCH_CUDA={build}" in text
     assert "COPY studies" in text and "COPY tcnsearch" in text
     assert ".venv" in (ROOT / ".dockerignore").read_text()

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from setuptools import find_packages
 
+pytestmark = [pytest.mark.slow]
+
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -124,10 +124,22 @@ def chunked_attention(
     k = k.view(batch, n_chunks, c, zdim)
     v = v.view(batch, n_chunks, c, v.shape[-1])
 
+    rel = bias(c) if bias is not None else torch.zeros(c, c, device=q.device, dtype=q.dtype)
+    if activation == "softmax" and key_padding_mask is None and not pad:
+        # Every key exists: one (c, c) mask serves every chunk (a (B, n, c, c) one is 0.5 GB a layer at
+        # MEGA's enwik8 size), and without a bias none at all, which lets CUDA use flash attention.
+        if bias is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
+        else:
+            mask = rel.to(q.dtype)
+            if causal:
+                mask = mask.masked_fill(~torch.ones(c, c, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return out.reshape(batch, n_chunks * c, -1)[:, :length]
+
     allowed = valid.view(batch, n_chunks, 1, c)  # (B, n, 1, c): keys that exist
     if causal:
         allowed = allowed & torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-    rel = bias(c) if bias is not None else torch.zeros(c, c, device=q.device, dtype=q.dtype)
     # A query whose chunk has no visible key (possible only with padding) gets a zero output.
     has_key = allowed.any(-1, keepdim=True)  # (B, n, c or 1, 1)
 

@@ -59,7 +59,7 @@ def swap_tcn_for_ema(module: nn.Module, ema_dim: int) -> nn.Module:
 
 
 def _block(cfg) -> nn.Module:
-    from tcnsearch.models.model import MegaLayer, MixerBlock, SimpleBlock
+    from tcnsearch.models import MegaLayer, MixerBlock, SimpleBlock
 
     if cfg.arch in ("tcnca", "mega"):
         return MegaLayer(cfg, "tcn")

@@ -18,8 +18,7 @@ Blocks are timed with torch.utils.benchmark: its Timer warms each workload up an
 many calls make a block. Every clock read first synchronises the device being measured (not the
 current device, which on a multi-GPU host is cuda:0: the TCN's blocks would time their launches
 only). Peak memory: CUDA's allocator statistics on a GPU; on the CPU the rise of the peak
-resident set (VmHWM, reset through /proc/self/clear_refs after glibc's malloc_trim), at page
-granularity, Linux only.
+resident set (profile.memory), at page granularity, Linux only.
 
 Running out of memory is a result of its own ("oom", with the shape), never a slower candidate:
 the next run measures it again, and on a GPU the number of workloads kept resident at once is
@@ -29,12 +28,9 @@ sized by the free memory (`LocalMeasurer.capacity`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import math
 import random
-import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -47,6 +43,7 @@ from tcnsearch import hardware
 from tcnsearch.profile.candidates import ProfileSpec
 from tcnsearch.profile.devices import Fingerprint, default_cpu_threads, fingerprint
 from tcnsearch.profile.levels import METRICS, Shape, Workload, build
+from tcnsearch.profile.memory import peak_memory, steady_allocator
 from tcnsearch.structure import Structure
 
 FAILURES = (RuntimeError, ValueError, MemoryError)  # torch.OutOfMemoryError is a RuntimeError
@@ -80,68 +77,6 @@ def median_interval(ratios: list[float], confidence: float = 0.95, seed: int = 0
     res = bootstrap((data,), np.median, confidence_level=confidence, n_resamples=2000, method="percentile",
                     vectorized=True, random_state=np.random.default_rng(seed))
     return med, float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def _libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def steady_allocator() -> None:
-    """Fix glibc's allocation thresholds (CPU profiling only, once per process).
-
-    glibc adapts its mmap and trim thresholds to the largest block freed so far, so the same
-    operator costs more page faults early in a process than after something larger has run: the
-    first shape a process profiles read 30-50% slower than the same shape later. Fixed thresholds
-    (mmap above 32 MB, never trim the heap below 1 GB) make a measurement independent of what the
-    process ran before it.
-    """
-    if _LIBC is not None and hasattr(_LIBC, "mallopt"):
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        _LIBC.mallopt(m_mmap_threshold, 32 << 20)
-        _LIBC.mallopt(m_trim_threshold, 1 << 30)
-
-
-def _rss() -> tuple[int, int] | None:
-    try:
-        with open("/proc/self/status") as fh:
-            status = fh.read()
-    except OSError:
-        return None
-    hwm = re.search(r"VmHWM:\s+(\d+)", status)
-    rss = re.search(r"VmRSS:\s+(\d+)", status)
-    return (int(hwm.group(1)) * 1024, int(rss.group(1)) * 1024) if hwm and rss else None
-
-
-def peak_memory(fn, device: torch.device) -> int | None:
-    """Bytes the call needs above what was already allocated (None where it cannot be measured)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    if _LIBC is None:
-        return None
-    _LIBC.malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        return None
-    before = _rss()
-    fn()
-    after = _rss()
-    if before is None or after is None:
-        return None
-    return max(0, after[0] - before[1])
 
 
 @dataclass

@@ -57,6 +57,7 @@ def test_regret_is_zero_at_the_best_configuration_and_one_at_the_median(sq, tabl
     assert sq.regret(doc, doc["best"]) == 0 and sq.regret(doc, doc["median"]) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_every_method_replays_and_the_report_is_consistent(sq, table, capsys, tmp_path):
     figure = tmp_path / "regret.html"
     fast = [m for m in sq.METHODS if not m.startswith("gp")]  # GP's asks take seconds each: below, on their own
@@ -77,6 +78,7 @@ def test_every_method_replays_and_the_report_is_consistent(sq, table, capsys, tm
     assert "normalized regret" in figure.read_text()
 
 
+@pytest.mark.slow
 def test_the_gp_sampler_replays_too_with_and_without_asha(sq, table):
     doc = sq.load_table(table)
     for method in ("gp", "gp+asha"):

@@ -2,8 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tcnsearch.models import ModelConfig, build_model
-from tcnsearch.models.model import FeedForward, MegaLayer
+from tcnsearch.models import FeedForward, MegaLayer, ModelConfig, build_model
 from tcnsearch.ops import MultiHeadEMA
 
 ARCHS = ["tcnca", "mega", "tcnca_simple", "tcn_mlp"]
@@ -87,7 +86,12 @@ def test_retrieval_needs_two_documents():
 def test_incremental_decoding_equals_full_forward(arch, attention, rel_pos):
     torch.manual_seed(2)
     model = build_model(ModelConfig(arch=arch, attention=attention, rel_pos=rel_pos, **SMALL)).eval()
-    tokens = torch.randint(0, 256, (2, 21))  # crosses two chunk boundaries (chunk 8)
+    _assert_decoding_equals_the_forward(model)
+
+
+def _assert_decoding_equals_the_forward(model) -> None:
+    """Token by token, the logits of the whole forward pass (21 tokens cross two chunk boundaries, chunk 8)."""
+    tokens = torch.randint(0, 256, (2, 21))
     full = model(tokens)
     state = model.init_state(2)
     steps = []
@@ -123,15 +127,7 @@ def test_ema_truncation_reaches_every_ema_and_cuts_the_kernel():
 
 def test_incremental_decoding_equals_full_forward_with_ema_truncation():
     torch.manual_seed(4)
-    model = build_model(ModelConfig(arch="mega", ema_truncation=3, **SMALL)).eval()
-    tokens = torch.randint(0, 256, (2, 21))
-    full = model(tokens)
-    state = model.init_state(2)
-    steps = []
-    for t in range(tokens.shape[1]):
-        logits, state = model.step(tokens[:, t], state)
-        steps.append(logits)
-    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-4, rtol=1e-4)
+    _assert_decoding_equals_the_forward(build_model(ModelConfig(arch="mega", ema_truncation=3, **SMALL)).eval())
 
 
 def _ffn_hidden(ffn, x):

@@ -1,7 +1,10 @@
+import pytest
+
 from tcnsearch.profile import ProfileSpec, profile_figures, run_profile
 from tcnsearch.report import write_profile_report
 
 
+@pytest.mark.slow
 def test_profile_figures_and_their_html_report(sqlite_url, tmp_path):
     spec = ProfileSpec(lengths=[128, 256], kernel_sizes=[3, 5], dilation_factors=[2, 4], depths=[3, 4],
                        per_block=[1, 2], channels=8, ema_dim=4, min_receptive_field=None, max_time=0.02, min_pairs=3)

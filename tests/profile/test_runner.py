@@ -25,6 +25,8 @@ from tcnsearch.profile import (
 from tcnsearch.profile.table import PairRow, Stored
 from tcnsearch.storage import create_engine
 
+pytestmark = [pytest.mark.slow]
+
 FAST = {"max_time": 0.05, "min_pairs": 3}
 SPEC = ProfileSpec(lengths=[256, 512], kernel_sizes=[3, 9], dilation_factors=[4, 8], depths=[3, 4], per_block=[1],
                    channels=16, ema_dim=8, **FAST)

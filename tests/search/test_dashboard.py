@@ -17,6 +17,8 @@ from tcnsearch.search.dashboard import FIGURE_ID, NOTE_START, attach_profile
 from tcnsearch.search.start import prepare_study
 from tests.conftest import chromium_dom, needs_chromium, serve_dashboard
 
+pytestmark = [pytest.mark.slow]
+
 TINY = ProfileSpec(lengths=[64], kernel_sizes=[3, 5], dilation_factors=[2, 4], depths=[2, 3], per_block=[1],
                    channels=8, ema_dim=4, min_receptive_field=None, max_time=0.02, min_pairs=3)
 

@@ -8,6 +8,8 @@ from tcnsearch.errors import UserError
 from tcnsearch.search import frozen, run_study
 from tests.search.conftest import stored_trials
 
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
 
 def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, sqlite_url, ray_head):
     result = run_study(study_file(), storage=sqlite_url, ray_address=ray_head, progress=False)

@@ -72,6 +72,7 @@ def test_a_trial_is_proposed_with_its_structure_and_told_its_outcome(pg_url, tmp
     assert searcher.suggest("e") == "FINISHED"  # three of three
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after_commit", [False, True], ids=["before-commit", "answer-lost"])
 def test_the_database_cut_exactly_while_a_trial_is_told_loses_nothing(pg_url, tmp_path, db_proxy, after_commit):
     """The regression behind 'trial 0 left RUNNING': a tell that failed was retried from the start of
@@ -87,6 +88,7 @@ def test_the_database_cut_exactly_while_a_trial_is_told_loses_nothing(pg_url, tm
     assert searcher.running_trial_ids() == [] and searcher.last == {}
 
 
+@pytest.mark.slow
 def test_a_failure_told_through_a_cut_is_stored_once_and_queued_once(pg_url, tmp_path, db_proxy):
     searcher = _searcher(db_proxy.url(pg_url), tmp_path)
     searcher.suggest("a")
@@ -103,6 +105,7 @@ def test_a_failure_told_through_a_cut_is_stored_once_and_queued_once(pg_url, tmp
     assert occupied(trials) == 0  # the failure is queued again: its copy counts once it runs
 
 
+@pytest.mark.slow
 def test_a_proposal_cut_short_is_failed_as_abandoned_never_left_running(pg_url, tmp_path, db_proxy):
     searcher = _searcher(db_proxy.url(pg_url), tmp_path)
     db_proxy.cut_at(b"INSERT INTO trial_params", restore_after=2.0)  # the ask exists, its parameters do not
@@ -114,6 +117,7 @@ def test_a_proposal_cut_short_is_failed_as_abandoned_never_left_running(pg_url, 
     assert config["optuna_trial"] == running.number and occupied(trials) == 1  # the abandoned one costs nothing
 
 
+@pytest.mark.slow
 def test_a_trial_optuna_created_twice_is_swept_not_left_running(pg_url, tmp_path, db_proxy):
     """The answer to a trial's creation lost: Optuna creates it again, and the first copy is nobody's (no
     heartbeat). A later suggestion fails it as abandoned once it is older than the driver's patience."""

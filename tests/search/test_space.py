@@ -1,3 +1,4 @@
+
 """K, f, D, B as ordered parameters: snapping, feasibility, repair, and what a sampler learns from them."""
 
 import itertools
@@ -6,6 +7,7 @@ import random
 import statistics
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from tcnsearch.search.space import REPAIR_AFTER, Axis, Proposer, StructureSpace
@@ -91,6 +93,7 @@ def test_the_structured_sampler_concentrates_on_the_best_kernel_sizes_where_the_
     assert structured >= 0.65 and structured >= categorical + 0.15, share
 
 
+@pytest.mark.slow
 def test_the_default_sampler_concentrates_on_the_best_kernel_sizes_too():
     """The same objective under the default sampler (the GP): 40 trials, most of the last 15 on K 7-11
     (seeds 0-2 gave 0.87, 1.0 and 0.93)."""
@@ -171,6 +174,7 @@ def test_gp_proposals_outside_the_survivors_are_repaired_at_once_keeping_their_o
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 10
 
 
+@pytest.mark.slow
 def test_every_named_sampler_drives_the_proposer_in_single_and_pareto_studies():
     ks, fs = [3, 5, 7], [2, 3, 4]
     survivors = [(k, f, 3, 1) for k, f in itertools.product(ks, fs) if k + f != 10]

@@ -47,9 +47,7 @@ def test_a_generated_study_file_is_valid_or_a_clean_error(tmp_path, changes, pre
     try:
         spec = load_spec(str(path), preset)
     except UserError as err:
-        assert str(err) and "\n" not in str(err)
-        event("a clean error")
-        return
+        return _a_clean_error(err)
     event("a valid study")
     assert isinstance(spec, StudySpec)
     for param in spec.space.values():  # what passed holds no NaN or infinity anywhere a number is used
@@ -68,9 +66,12 @@ def test_generated_set_values_give_a_config_or_a_clean_error(items):
     try:
         cfg = make_config("assoc-recall", "tiny", parse_set([f"{k}={v}" for k, v in items]))
     except UserError as err:
-        assert str(err) and "\n" not in str(err)
-        event("a clean error")
-        return
+        return _a_clean_error(err)
     event("a valid config")
     assert isinstance(cfg, TrainConfig)
     assert all(math.isfinite(v) for v in (cfg.lr, cfg.weight_decay, cfg.model.dropout))
+
+
+def _a_clean_error(err: UserError) -> None:
+    assert str(err) and "\n" not in str(err)
+    event("a clean error")

@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from tcnsearch.cli import main
 from tests.search.conftest import stored_trials
 
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
 CLI = [str(Path(sys.executable).with_name("tcnsearch"))]
 
 

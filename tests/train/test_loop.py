@@ -13,6 +13,7 @@ FAST = {"seq_len": 16, "vocab_size": 10, "model": {"chunk_size": 16}, "train_exa
         "eval_examples": 400}
 
 
+@pytest.mark.slow
 def test_tcnca_simple_learns_associative_recall_well_above_chance():
     cfg = make_config("assoc-recall", "tiny", FAST | {"steps": 300})
     result = train(cfg, progress=False)
@@ -23,6 +24,7 @@ def test_tcnca_simple_learns_associative_recall_well_above_chance():
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
+@pytest.mark.slow
 def test_assoc_recall_tiny_preset_learns_as_shipped():
     """`tcnsearch train assoc-recall --preset tiny`: length 16, 5 keys and 5 values (chance 20%; the
     most frequent value of the list is right 40% of the time), >= 90% in seconds on a CPU."""
@@ -33,6 +35,7 @@ def test_assoc_recall_tiny_preset_learns_as_shipped():
     assert result.metrics["accuracy"] >= 0.9
 
 
+@pytest.mark.slow
 def test_callback_sees_every_evaluation_and_can_stop():
     seen = []
 
@@ -52,6 +55,7 @@ def test_non_finite_loss_stops_with_a_clear_status():
     assert result.status == "diverged" and "non-finite" in result.reason and result.steps < 200
 
 
+@pytest.mark.slow
 def test_checkpoint_and_resume_continue_the_same_run(tmp_path):
     cfg = make_config("assoc-recall", "tiny", FAST | {"steps": 100, "eval_every": 25})
     whole = train(cfg, progress=False)
@@ -99,6 +103,7 @@ def _imdb(root, n: int, seed: int) -> None:
                 (folder / f"{i}_5.txt").write_text(filler[:cut] + word + filler[cut:])
 
 
+@pytest.mark.slow
 def test_lra_text_classifier_learns_from_release_files(tmp_path):
     _imdb(tmp_path, 100, seed=0)
     cfg = make_config("lra-text", "tiny", {"data_path": str(tmp_path), "seq_len": 96, "steps": 150,

@@ -100,6 +100,7 @@ TINY_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TINY_RUNS))
 def test_tiny_presets_learn(task, tmp_path):
     """Each task's tiny preset, unchanged but for the data and (where long) the steps: the final
