@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tcnsearch.cli import main
+from tests.conftest import wait_for
 from tests.search.conftest import stored_trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -63,11 +63,7 @@ def test_ctrl_c_leaves_nothing_running_and_resume_finishes_the_study(study_file,
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     proc = subprocess.Popen(CLI + ["study", path, "--storage", sqlite_url, "--ray-address", ray_head],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(t.state == TrialState.RUNNING for t in stored_trials(sqlite_url,
-                                                                                             "small-tiny")):
-        time.sleep(0.5)
-    time.sleep(2)
+    assert wait_for(lambda: _training(sqlite_url), timeout=120), "no trial started training"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -127,12 +123,8 @@ def test_a_local_study_listens_on_loopback_only_and_sigterm_stops_it_cleanly(stu
     proc = subprocess.Popen(CLI + ["study", path, "--storage", sqlite_url], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and not any(t.state == TrialState.RUNNING
-                                                 for t in stored_trials(sqlite_url, "small-tiny")):
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            time.sleep(0.5)
-        time.sleep(2)
+        assert wait_for(lambda: _training(sqlite_url) or proc.poll() is not None, timeout=180)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         sockets = _listening(tree)
         run_folders = [p for p in tmp.iterdir() if p.name.startswith("tcns-")]
@@ -149,10 +141,7 @@ def test_a_local_study_listens_on_loopback_only_and_sigterm_stops_it_cleanly(stu
     assert "tcnsearch: terminated;" in err and "--resume continues the study" in err and "Traceback" not in err
     assert not [p for p in tmp.iterdir() if p.name.startswith("tcns-")]  # the run's folder is gone
     assert (tmp / "ray").read_text() == "not yours" and (tmp / "tcnsearch-ray").read_text() == "not yours"
-    deadline = time.time() + 30
-    while time.time() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree[1:]):
-        time.sleep(0.5)
-    assert not [p for p in tree[1:] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]  # nothing left behind
+    assert wait_for(lambda: not _alive(tree[1:]), timeout=30), _alive(tree[1:])  # nothing left behind
     shutil.rmtree(tmp)
     trials = stored_trials(sqlite_url, "small-tiny")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -171,14 +160,13 @@ def test_ctrl_c_while_the_local_ray_runtime_starts_leaves_no_process_and_no_fold
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     seen: dict[int, psutil.Process] = {}
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
+        def gcs_started() -> bool:
             with contextlib.suppress(psutil.Error):
                 for child in psutil.Process(proc.pid).children(recursive=True):
                     seen.setdefault(child.pid, child)
-            if any(_name(p) == "gcs_server" for p in seen.values()):
-                break
-            time.sleep(0.05)
+            return proc.poll() is not None or any(_name(p) == "gcs_server" for p in seen.values())
+
+        assert wait_for(gcs_started, timeout=180, every=0.05)
         assert proc.poll() is None, "the study ended before Ray started"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -187,14 +175,26 @@ def test_ctrl_c_while_the_local_ray_runtime_starts_leaves_no_process_and_no_fold
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
-    deadline = time.time() + 30
     alive = list(seen.values())
-    while time.time() < deadline and alive:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.5)
-    assert not alive, [(_name(p), p.pid) for p in alive]  # no GCS, raylet or worker left behind
+    assert wait_for(lambda: not _alive(alive), timeout=30), [(_name(p), p.pid) for p in _alive(alive)]  # none left
     assert not [p for p in tmp.iterdir() if p.name.startswith("tcns-")]  # the run's folder is gone
     shutil.rmtree(tmp)
+
+
+def _training(url: str) -> bool:
+    """A trial of the study trains in a Ray worker: it has reported an evaluation."""
+    return any(t.state == TrialState.RUNNING and t.intermediate_values for t in stored_trials(url, "small-tiny"))
+
+
+def _alive(procs) -> list:
+    import psutil
+
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
 
 
 def _name(proc) -> str:
