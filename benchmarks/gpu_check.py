@@ -5,6 +5,7 @@ of the decisions they make (tests/test_hardware.py and the like). Run this on a 
 
     python benchmarks/gpu_check.py                 # about 5 minutes on one H100-class GPU
     python benchmarks/gpu_check.py --quick         # smaller benchmarks, about 2 minutes
+    python benchmarks/gpu_check.py --rehearse      # the same checks on the CPU, small (a test runs this)
 
 Checks, in order (each a row: pass / FAIL, seconds, the figures):
   1. device and build: the GPU, its compute capability, the PyTorch build's architectures, the
@@ -38,11 +39,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _device_and_build() -> dict:
+class Target:
+    """Where the checks run: the GPU (cuda:0), or the CPU for a rehearsal of the script itself."""
+
+    def __init__(self, rehearse: bool, quick: bool):
+        self.rehearse, self.quick = rehearse, quick or rehearse
+        self.device = torch.device("cpu" if rehearse else "cuda", 0 if not rehearse else None)
+        self.gpu = "cpu" if rehearse else "auto"
+        self.backend = ("native", "fallback") if rehearse else ("cuda",)
+        self.trial_device = "cpu" if rehearse else "cuda:0"
+
+
+def _device_and_build(target: Target) -> dict:
     from tcnsearch import hardware
 
-    device = torch.device("cuda", 0)
+    device = target.device
     hardware.check_cuda_build(device)
+    if target.rehearse:
+        return {"device": hardware.cpu_name(), "torch": torch.__version__,
+                "precision_auto": hardware.device_precision("auto", device)}
     capability = torch.cuda.get_device_capability(device)
     free, total = torch.cuda.mem_get_info(device)
     return {"gpu": torch.cuda.get_device_name(device), "capability": f"{capability[0]}.{capability[1]}",
@@ -51,23 +66,24 @@ def _device_and_build() -> dict:
             "memory_gib": f"{free / 2**30:.0f} free of {total / 2**30:.0f}"}
 
 
-def _profile(folder: Path, level: str) -> dict:
+def _profile(target: Target, folder: Path, level: str) -> dict:
     from tcnsearch.profile import ProfileSpec, run_profile
 
-    model = {"arch": "tcnca", "d_model": 128, "z_dim": 64, "h_dim": 256, "ffn_dim": 256, "n_layers": 2,
-             "chunk_size": 512, "rel_pos": "rotary"} if level == "model" else None
-    spec = ProfileSpec(lengths=[4096], kernel_sizes=[3, 5, 17], dilation_factors=[4, 8], depths=[3, 4],
-                       per_block=[1], channels=128, batch=4, level=level, model=model, min_receptive_field=None,
-                       strategy="full", max_time=0.5)
-    result = run_profile(spec, gpu="auto", storage=f"sqlite:///{folder / 'gpu.db'}", progress=False)
-    assert result.device.backend == "cuda", f"measured on {result.device.device_name}, not on the GPU"
+    width, length = (16, 256) if target.rehearse else (128, 4096)
+    model = {"arch": "tcnca", "d_model": width, "z_dim": width // 2, "h_dim": 2 * width, "ffn_dim": 2 * width,
+             "n_layers": 2, "chunk_size": length // 8, "rel_pos": "rotary"} if level == "model" else None
+    spec = ProfileSpec(lengths=[length], kernel_sizes=[3, 5, 17], dilation_factors=[4, 8], depths=[3, 4],
+                       per_block=[1], channels=width, batch=4, level=level, model=model, min_receptive_field=None,
+                       strategy="full", max_time=0.05 if target.rehearse else 0.5, min_pairs=3)
+    result = run_profile(spec, gpu=target.gpu, storage=f"sqlite:///{folder / 'gpu.db'}", progress=False)
+    assert result.device.backend in target.backend, f"measured on {result.device.device_name}, not the target"
     assert not result.failed and not result.oom, f"failed: {result.failed[:1]}, out of memory: {result.oom[:1]}"
     speedups = sorted(r[f"speedup_{spec.metric}"] for r in result.candidates if r["ok"])
     return {"measured": result.measured, "survivors": len(result.survivors), "precision": result.device.dtype,
             "speedup range": f"{speedups[0]:.2f}x to {speedups[-1]:.2f}x", "seconds": round(result.elapsed_s, 1)}
 
 
-def _study(folder: Path) -> dict:
+def _study(target: Target, folder: Path) -> dict:
     import yaml
 
     from tcnsearch.search import run_study
@@ -77,22 +93,22 @@ def _study(folder: Path) -> dict:
            "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}},
            "profile": {"kernel_sizes": [3, 5], "dilation_factors": [2, 4], "depths": [3, 4], "per_block": [1],
                        "min_receptive_field": 8, "min_speedup": 0.01, "max_time": 0.2},
-           "budget": {"trials": 2, "max_concurrent": 2, "gpus_per_trial": 0.5},
+           "budget": {"trials": 2, "max_concurrent": 2, "gpus_per_trial": 0 if target.rehearse else 0.5},
            "scheduler": {"type": "none"}}
     path = folder / "gpu-study.yaml"
     path.write_text(yaml.safe_dump(doc))
-    result = run_study(str(path), storage=f"sqlite:///{folder / 'gpu.db'}", progress=False)
+    result = run_study(str(path), storage=f"sqlite:///{folder / 'gpu.db'}", gpu=target.gpu, progress=False)
     devices = [t.get("train_device") for t in result.trials if "infeasible" not in t]
     assert result.counts["COMPLETE"] == 2, result.counts
-    assert devices == ["cuda:0", "cuda:0"], devices
+    assert devices == [target.trial_device] * 2, devices
     return {"complete": result.counts["COMPLETE"], "trial devices": ", ".join(devices),
             "seconds": round(result.elapsed_s, 1)}
 
 
-def _resume(folder: Path) -> dict:
+def _resume(target: Target, folder: Path) -> dict:
     from tcnsearch.train import make_config, train
 
-    cfg = make_config("assoc-recall", "tiny", {"steps": 200, "eval_every": 50, "device": "cuda"})
+    cfg = make_config("assoc-recall", "tiny", {"steps": 200, "eval_every": 50, "device": target.device.type})
     ckpt = folder / "gpu.pt"
     first = train(cfg, checkpoint=ckpt, callback=lambda step, metrics, state: step < 100, progress=False)
     rest = train(cfg, checkpoint=ckpt, resume=True, progress=False)
@@ -102,21 +118,26 @@ def _resume(folder: Path) -> dict:
             "accuracy": round(rest.metrics["accuracy"], 3)}
 
 
-def _ops(quick: bool) -> dict:
+def _ops(target: Target) -> dict:
     import ops
 
-    lengths = [8192, 32768] if quick else [8192, 16384, 32768, 65536, 131072]
-    result = ops.run(lengths, 64, 1, 8, 17, 4, 0.2 if quick else 0.5, log=lambda s: None, device=torch.device("cuda"))
+    lengths = [1024, 4096] if target.rehearse else [8192, 32768] if target.quick else [8192, 16384, 32768, 65536,
+                                                                                           131072]
+    result = ops.run(lengths, 64, 1, 8, 17, 4, 0.05 if target.rehearse else 0.2 if target.quick else 0.5,
+                     log=lambda s: None, device=target.device)
     figures = {f"L={r['length']}": f"fwd {r['speedup_fwd']:.2f}x, fwd+bwd {r['speedup_fwdbwd']:.2f}x"
                for r in result["rows"]}
     return figures | {"paper (V100)": f"fwd {ops.PAPER['fwd']}x, fwd+bwd {ops.PAPER['fwdbwd']}x"}
 
 
-def _train_step(quick: bool) -> dict:
+def _train_step(target: Target) -> dict:
     import train as train_bench
 
-    args = ["--device", "cuda", "--json", "--length", "4096" if quick else "8192", "--d-model", "256",
-            "--layers", "4", "--chunk", "1024", "--batch", "4"]
+    size = (["--length", "512", "--d-model", "32", "--layers", "2", "--chunk", "128", "--batch", "2", "--repeats",
+             "2"] if target.rehearse else
+            ["--length", "4096" if target.quick else "8192", "--d-model", "256", "--layers", "4", "--chunk", "1024",
+             "--batch", "4"])
+    args = ["--device", target.device.type, "--json", *size]
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         train_bench.main(args)
@@ -128,21 +149,24 @@ def _train_step(quick: bool) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller benchmarks")
+    parser.add_argument("--rehearse", action="store_true", help="the same checks on the CPU, small (its own test)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    target = Target(args.rehearse, args.quick)
+    if not args.rehearse and not torch.cuda.is_available():
         print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine",
               file=sys.stderr)
         return 2
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="tcns-gpu-") as tmp:
         folder = Path(tmp)
-        checks = [("device and build", _device_and_build), ("profile, op level", lambda: _profile(folder, "op")),
-                  ("profile, model level", lambda: _profile(folder, "model")),
-                  ("study, 2 trials at 0.5 GPU", lambda: _study(folder)),
-                  ("resume from a GPU checkpoint", lambda: _resume(folder)),
-                  ("runtime benchmark (ops)", lambda: _ops(args.quick)),
-                  ("training step (train)", lambda: _train_step(args.quick))]
+        checks = [("device and build", lambda: _device_and_build(target)),
+                  ("profile, op level", lambda: _profile(target, folder, "op")),
+                  ("profile, model level", lambda: _profile(target, folder, "model")),
+                  ("study, 2 trials at 0.5 GPU", lambda: _study(target, folder)),
+                  ("resume from a GPU checkpoint", lambda: _resume(target, folder)),
+                  ("runtime benchmark (ops)", lambda: _ops(target)),
+                  ("training step (train)", lambda: _train_step(target))]
         for name, check in checks:
             start = time.perf_counter()
             try:

@@ -56,38 +56,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """A real local Ray head whose node advertises accelerator_type:V100 (and no GPU).
+@contextlib.contextmanager
+def ray_head_process(temp: Path, *args: str):
+    """A real local Ray head (`ray start --head ... args`), yielding its address.
 
     Started in a process group of its own and stopped by signalling that group, not with
     `ray stop --force`, which would stop every Ray runtime on the machine (a user's study too).
     """
     port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
-    temp = tmp_path_factory.mktemp("ray")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     head = subprocess.Popen(
-        [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-         "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats", "--block",
-         "--resources", json.dumps({"accelerator_type:V100": 1})],
+        [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--disable-usage-stats", "--block", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    deadline = time.time() + 180
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if head.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the test Ray head did not start (exit code {head.poll()})") from None
-            time.sleep(0.3)
-    yield f"127.0.0.1:{port}"
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=3)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGKILL)  # whatever of the group is left
+    try:
+        if not wait_for(lambda: listening(port) or head.poll() is not None, timeout=180) or head.poll() is not None:
+            raise RuntimeError(f"the test Ray head did not start (exit code {head.poll()})")
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # whatever of the group is left
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A real local Ray head whose node advertises accelerator_type:V100 (and no GPU)."""
+    with ray_head_process(tmp_path_factory.mktemp("ray"), "--num-cpus=2",
+                         "--resources", json.dumps({"accelerator_type:V100": 1})) as address:
+        yield address
 
 
 def wait_for(predicate, timeout: float = 120.0, every: float = 0.3) -> bool:

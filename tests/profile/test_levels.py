@@ -78,3 +78,32 @@ def test_the_context_names_the_model_but_not_the_tcn():
     assert ProfileSpec(level="op", model=MODEL).context == ""
     with pytest.raises(ValueError, match="model"):
         ProfileSpec(level="model", model={"d_model": -1})
+
+
+@pytest.mark.parametrize("level", ["op", "layer", "model"])
+class _MatmulDtypes(torch.overrides.TorchFunctionMode):
+    """The dtypes the convolutions and linear layers compute in (after autocast), as a workload runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.nn.functional.conv1d, torch.nn.functional.linear):
+            self.seen.append(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("level", ["op", "layer", "model"])
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_precision_is_what_runs_as_training_runs_it(level, precision, dtype):
+    """float32 parameters at every precision; the convolutions and matrix products under autocast in bf16
+    (the precision a study trains in), so that the profile times the step that is trained."""
+    spec = ProfileSpec(channels=8, ema_dim=4, level=level, model=MODEL if level != "op" else None)
+    work = build(spec, Shape(2, 8, 32, 4, False), Structure(3, 2, 2, 1), torch.device("cpu"), precision)
+    with _MatmulDtypes() as mode:
+        work.fns["fwdbwd"]()
+    assert set(mode.seen) <= {dtype}
+    assert mode.seen or (level, precision) == ("op", "fp32")  # in fp32 the op level's TCN runs its native kernel
+    assert {p.dtype for p in _module_of(work).parameters()} == {torch.float32}
