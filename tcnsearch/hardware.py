@@ -22,9 +22,6 @@ import torch
 from tcnsearch.choices import GPU_MODELS, GPUS, PRECISIONS
 from tcnsearch.errors import UserError
 
-# Compute capability of each model (what PyTorch's kernels are built for).
-CAPABILITY = {"P100": (6, 0), "V100": (7, 0), "T4": (7, 5), "A100": (8, 0), "A10G": (8, 6), "L4": (8, 9),
-              "L40S": (8, 9), "H100": (9, 0), "H200": (9, 0), "B200": (10, 0)}
 # Ray's accelerator_type names that are a variant of a --gpu model ("Tesla V100S" advertises V100S).
 VARIANTS = {"V100": ("V100", "V100S")}
 

@@ -114,11 +114,11 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (De
 
 
 @contextlib.contextmanager
-def serve_dashboard(url: str):
-    """`tcnsearch dashboard` on `url`, in a process of its own; yields its port once it listens."""
+def serve_dashboard(url: str, *args: str):
+    """`tcnsearch dashboard` on `url` (and `args`), in a process of its own; yields its port once it listens."""
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).with_name("tcnsearch")), "dashboard", "--storage", url,
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--port", str(port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if not wait_for(lambda: listening(port) or server.poll() is not None, timeout=60) or server.poll() is not None:
             raise AssertionError(f"the dashboard did not start: {server.stderr.read()}")

@@ -1,8 +1,8 @@
 """The `tcnsearch` command: thin shells over library functions.
 
 Exit codes (SPEC §7): 0 success; 2 bad input, with one line on stderr; 1 a failure while running.
-The commands live by what they drive: profiling (profile), studies (study, report, dashboard),
-training (train, data).
+The commands live by what they drive: profiling (profile), studies (study, export, promote, report,
+dashboard), training (train, data).
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import click
 from tcnsearch import __version__
 from tcnsearch._quiet import quiet_third_party
 from tcnsearch.cli.profiling import profile
-from tcnsearch.cli.studies import dashboard_command, report_command, study_command
+from tcnsearch.cli.studies import (
+    dashboard_command,
+    export_command,
+    promote_command,
+    report_command,
+    study_command,
+)
 from tcnsearch.cli.training import data, train_command
 from tcnsearch.errors import UserError
 
@@ -29,7 +35,8 @@ def cli() -> None:
     """
 
 
-for command in (profile, study_command, train_command, report_command, dashboard_command, data):
+for command in (profile, study_command, export_command, promote_command, train_command, report_command,
+                dashboard_command, data):
     cli.add_command(command)
 
 

@@ -91,3 +91,31 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     console.print(f"{counts}; this run: {result.ran} trial(s), {result.elapsed_s:.1f} s; {result.survivors} TCN "
                   f"structures survived the profile. Stored in {result.storage}. * best. Browse: tcnsearch "
                   f"dashboard --storage {result.storage}")
+    if result.best and len(result.best) == 1:
+        best = result.best[0]
+        weights = (f"its weights are artifact {best['weights_artifact']} in {result.artifacts}; "
+                   if best.get("weights_artifact")
+                   else "")
+        console.print(f"Best: trial {best['number']} ({best.get('tcn', '?')}): {weights}train it further with "
+                      f"tcnsearch export {result.study_name} && tcnsearch train {result.task} --config "
+                      f"{result.study_name}-trial-{best['number']}.yaml")
+
+
+def print_promotion(result, console: Console | None = None) -> None:
+    """search.promote's result: the two rankings side by side, Kendall's tau and the pick's regret."""
+    console = console or Console()
+    cols = [Col("proxy #", right=True), Col("TCN"), Col("proxy", right=True), Col("rank", right=True),
+            Col("promoted", right=True), Col("rank ", right=True), Col("promoted #", right=True, drop=1)]
+    print_table(f"{result.source} -> {result.study_name} ({result.metric}, "
+                f"{'lower' if result.minimize else 'higher'} is better)", cols,
+                [[str(p["proxy_trial"]), str(p["tcn"]), f"{p['proxy_value']:.4g}", str(p["proxy_rank"]),
+                  f"{p['promoted_value']:.4g}", str(p["promoted_rank"]), str(p["promoted_trial"])]
+                 for p in result.pairs], console)
+    if result.tau is None:
+        console.print("fewer than two promoted trials finished: no ranking to compare yet (--resume continues)")
+        return
+    lo, hi = result.tau_ci
+    console.print(f"Kendall's tau {result.tau:.2f} [95% interval {lo:.2f}, {hi:.2f}]; the proxy's pick (trial "
+                  f"{result.pick['proxy_trial']}) ranks {result.pick['promoted_rank']} of {len(result.pairs)} at "
+                  f"{result.preset}, regret {result.regret:.4g} ({100 * result.regret_relative:.1f}% of the best); "
+                  f"{result.elapsed_s:.0f} s. Stored in {result.storage}.")

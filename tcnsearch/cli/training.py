@@ -7,24 +7,36 @@ from pathlib import Path
 import click
 
 from tcnsearch.choices import PRESET_NAMES, TASKS
-from tcnsearch.cli.options import emit_json
+from tcnsearch.cli.options import STORAGE_OPTION, emit_json
 from tcnsearch.errors import UserError
 
 
 @click.command("train")
 @click.argument("task")
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True,
-              help="tiny: seconds on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES),
+              help="tiny (default): seconds on a laptop CPU; cpu: a meaningful CPU run; paper: the paper's sizes. "
+                   "With --config or --from-study: the preset the study trained at, unless given.")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps (overrides the preset).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set lr=3e-3 --set model.tcn.depth=3 (repeatable).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
               help="enwik8: a local enwik8.zip or enwik8 instead of the download; LRA: the unpacked "
                    "lra_release folder (ListOps without it is generated).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Train a study's pick: a config `tcnsearch export` wrote (its TCN and searched settings).")
+@click.option("--from-study", metavar="STUDY", help="Train a stored study's pick directly (--trial N, default "
+                                                    "its best).")
+@click.option("--trial", type=click.IntRange(min=0), help="With --from-study: which trial.")
+@click.option("--init-from-artifact", is_flag=True, help="Start from the trial's stored weights where the shapes "
+                                                         "match (and say which do not).")
+@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR",
+              help="The artifact folder (default: the export's, or beside the SQLite database).")
+@STORAGE_OPTION
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Save state here.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON document.")
-def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_json):
+def train_command(task, preset, steps, sets, data_path, config, from_study, trial, init_from_artifact, artifacts,
+                  storage, checkpoint, resume, as_json):
     """Train one model on TASK and report its final metrics.
 
     TASK: assoc-recall, enwik8, lra-listops, lra-text, lra-retrieval, lra-image, lra-pathfinder, lra-pathx.
@@ -33,7 +45,6 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
 
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-
     overrides = parse_set(list(sets))
     if steps is not None:
         overrides["steps"] = steps
@@ -41,11 +52,22 @@ def train_command(task, preset, steps, sets, data_path, checkpoint, resume, as_j
         overrides["data_path"] = str(data_path)
     if resume and checkpoint is None:
         raise UserError("--resume needs --checkpoint PATH")
-    cfg = make_config(task, preset, overrides)
-    result = train(cfg, checkpoint=checkpoint, resume=resume, progress=not as_json)
-    if as_json:
-        emit_json(result.to_json() | {"config": cfg.model_dump()})
+    weights, picked = None, None
+    if config or from_study or trial is not None or init_from_artifact:
+        from tcnsearch.search.export import pick
+
+        cfg, weights, picked = pick(task, config=config, from_study=from_study, trial=trial, storage=storage,
+                                    preset=preset, overrides=overrides, init_from_artifact=init_from_artifact,
+                                    artifacts=artifacts)
     else:
+        cfg = make_config(task, preset or "tiny", overrides)
+    result = train(cfg, checkpoint=checkpoint, resume=resume, progress=not as_json, init=weights)
+    if as_json:
+        emit_json(result.to_json() | {"config": cfg.model_dump(),
+                                      "picked": picked["provenance"] if picked else None})
+    else:
+        for note in result.notes:
+            click.echo(f"note: {note}")
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k in ("loss", "bpc", "accuracy"))
         click.echo(f"{task}: {result.status} after {result.steps} steps; eval {shown}; "
                    f"{result.num_parameters} parameters; {result.elapsed_s:.1f} s")

@@ -27,7 +27,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 
-def trial_id(trial: optuna.Trial) -> int:
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return trial._trial_id
 
 

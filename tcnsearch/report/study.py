@@ -16,24 +16,10 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from tcnsearch.errors import UserError
+from tcnsearch.compat.optuna import storage_of
 from tcnsearch.report.html import write_page
-from tcnsearch.search import INFEASIBLE, LATENCY, WARM_START, frozen, frozen_objective, is_frozen, open_storage, trained
-from tcnsearch.storage import masked, resolve_url
-
-
-def load_study(name: str, storage: str | None = None) -> optuna.Study:
-    """The stored study `name`, or a UserError naming the studies there are."""
-    url = resolve_url(storage)
-    rdb = open_storage(url, read_only=True)
-    try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
-    except Exception as err:  # noqa: BLE001 - a database without Optuna's tables: another application's
-        raise UserError(f"{masked(url)} holds no Optuna studies ({type(err).__name__}); pass --storage the "
-                        "database your study wrote to") from None
-    if name not in names:
-        raise UserError(f"no study {name!r} in {masked(url)}; stored studies: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=rdb)
+from tcnsearch.search import INFEASIBLE, LATENCY, WARM_START, frozen, frozen_objective, is_frozen, load_study, trained
+from tcnsearch.search.trials import PROMOTED_FROM
 
 
 def pareto_front(points: list[tuple[float, float]], maximize_first: bool) -> list[int]:
@@ -139,7 +125,21 @@ def study_figures(study: optuna.Study) -> list[go.Figure]:
                                                       evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
         figures.append(vis.plot_parallel_coordinate(study, target=target, target_name=target_name))
     figures.append(survivors_figure(study))
+    figures += promotion_figures(study)
     return figures
+
+
+def promotion_figures(study: optuna.Study) -> list[go.Figure]:
+    """A proxy study and its promotion: the two rankings, from either side."""
+    other = study.user_attrs.get("promoted_from") or study.user_attrs.get("promoted_to")
+    if not other:
+        return []
+    try:
+        linked = optuna.load_study(study_name=other, storage=storage_of(study))  # the same database
+    except KeyError:
+        return []
+    source, promoted = (linked, study) if study.user_attrs.get("promoted_from") else (study, linked)
+    return [promotion_figure(source, promoted)]
 
 
 def write_study_report(name: str, storage: str | None, path: str | Path) -> Path:
@@ -152,3 +152,21 @@ def write_study_report(name: str, storage: str | None, path: str | Path) -> Path
             f"device {study.user_attrs.get('device')}; trials: "
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return write_page(path, f"tcnsearch study — {name}", meta, study_figures(study))
+
+
+def promotion_figure(source: optuna.Study, promoted: optuna.Study) -> go.Figure:
+    """Each promoted configuration: its value in the proxy study against its value at the larger scale."""
+    proxy = {t.number: t for t in source.get_trials(deepcopy=False)}
+    pairs = [(proxy[t.user_attrs[PROMOTED_FROM]], t)
+             for t in promoted.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if t.user_attrs.get(PROMOTED_FROM) in proxy]
+    fig = go.Figure()
+    fig.add_scatter(x=[p.values[0] for p, _ in pairs], y=[t.values[0] for _, t in pairs], mode="markers+text",
+                    text=[str(p.user_attrs.get("tcn", "")) for p, _ in pairs], textposition="top center",
+                    name="promoted configurations")
+    tau = promoted.user_attrs.get("kendall_tau")
+    metric = (source.metric_names or ["objective"])[0]
+    fig.update_layout(title=f"{metric}: {source.study_name} (proxy) against {promoted.study_name}"
+                            + (f" (Kendall's tau {tau})" if tau is not None else ""),
+                      xaxis_title=f"{metric} in the proxy study", yaxis_title=f"{metric} at the larger scale")
+    return fig

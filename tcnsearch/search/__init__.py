@@ -13,18 +13,18 @@ tcnsearch.train.trial.
 """
 
 from tcnsearch.search.runner import StudyResult, run_study, summarize
+from tcnsearch.search.samplers import SAMPLERS, Sampler
 from tcnsearch.search.space import INFEASIBLE, Proposer, StructureSpace
 from tcnsearch.search.spec import (
-    SAMPLERS,
     Budget,
     Objective,
     Param,
-    Sampler,
     Scheduler,
     StudySpec,
     find_study_file,
     list_studies,
     load_spec,
+    spec_from_document,
 )
 from tcnsearch.search.trials import (
     ABANDONED,
@@ -34,6 +34,7 @@ from tcnsearch.search.trials import (
     frozen,
     frozen_objective,
     is_frozen,
+    load_study,
     open_storage,
     trained,
     trial_row,
@@ -61,8 +62,10 @@ __all__ = [
     "is_frozen",
     "list_studies",
     "load_spec",
+    "load_study",
     "open_storage",
     "run_study",
+    "spec_from_document",
     "summarize",
     "trained",
     "trial_row",

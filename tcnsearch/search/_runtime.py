@@ -21,6 +21,7 @@ import signal
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 from tcnsearch.cluster import check_reachable
 from tcnsearch.compat.ray import single_machine_mode
@@ -33,6 +34,16 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 # Tune times its own bookkeeping and warns past 0.5 s; a loaded laptop gets there, nothing for a user to do.
 logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+
+def check_runs(runs: str) -> None:
+    """Refuse, before anything runs (and creating nothing), a `--runs` folder Tune cannot keep checkpoints in."""
+    path = Path(runs).absolute()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--runs {runs}: is a file; name a folder (on a cluster, one every node reaches)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"--runs {runs}: {existing} is not a writable folder; name one every node reaches")
 
 
 def run_folder() -> str:
@@ -52,12 +63,15 @@ class RayRuntime:
         address: a Ray cluster (host:port), or None for a local runtime.
         storage_path: where Tune keeps its experiment state and the trials' checkpoints; on a cluster
             a folder every node reaches (a shared file system). Default: inside the run's folder.
+            The run's experiment folder in it is removed when the runtime stops: the study in the
+            database is the record, and each trial's checkpoints serve only until it finishes.
     """
 
     def __init__(self, address: str | None, storage_path: str | None = None):
         self.address = address
         self.folder = run_folder()
-        self.storage_path = storage_path or os.path.join(self.folder, "tune")
+        self.storage_path = os.path.abspath(storage_path) if storage_path else os.path.join(self.folder, "tune")
+        self.experiments: list[str] = []
         self.terminated = False
         self._owns = False
         self._stack = contextlib.ExitStack()
@@ -83,7 +97,15 @@ class RayRuntime:
             # handle on them, which ray.shutdown() then cannot stop: stop what runs from our folder.
             _stop_processes_of(self.folder)
         self._stack.close()
+        for name in self.experiments:
+            shutil.rmtree(os.path.join(self.storage_path, name), ignore_errors=True)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def experiment(self, name: str) -> str:
+        """A name for this run's Tune experiment, its own even where drivers share a `--runs` folder."""
+        unique = f"{name}-{os.path.basename(self.folder)}"
+        self.experiments.append(unique)
+        return unique
 
     def _start(self) -> None:
         import ray

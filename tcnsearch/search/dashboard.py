@@ -24,13 +24,24 @@ NOTE_START = "[tcnsearch:profile:start]: #"
 NOTE_END = "[tcnsearch:profile:end]: #"
 
 
-def replace_section(note: str, section: str) -> str:
-    """`note` with its profile section (between the markers) replaced by `section`, or `section` first."""
-    block = f"{NOTE_START}\n\n{section}\n\n{NOTE_END}"
-    start, end = note.find(NOTE_START), note.find(NOTE_END)
+def replace_section(note: str, section: str, name: str = "profile") -> str:
+    """`note` with its `name` section (between its markers) replaced by `section`, or `section` first."""
+    start_mark, end_mark = f"[tcnsearch:{name}:start]: #", f"[tcnsearch:{name}:end]: #"
+    block = f"{start_mark}\n\n{section}\n\n{end_mark}"
+    start, end = note.find(start_mark), note.find(end_mark)
     if start != -1 and end > start:
-        return note[:start] + block + note[end + len(NOTE_END):]
+        return note[:start] + block + note[end + len(end_mark):]
     return block + ("\n\n" + note if note.strip() else "")
+
+
+def attach_section(study: optuna.Study, name: str, section: str) -> None:
+    """Put a Markdown `section` into the study's note under `name` (replacing the one before)."""
+    import optuna_dashboard
+
+    note = optuna_dashboard.get_note(study)
+    updated = replace_section(note, section, name)
+    if updated != note:
+        optuna_dashboard.save_note(study, updated)
 
 
 def attach_profile(study: optuna.Study, result: ProfileResult, frozen: list[str] | None = None) -> None:
@@ -41,7 +52,4 @@ def attach_profile(study: optuna.Study, result: ProfileResult, frozen: list[str]
     import optuna_dashboard
 
     optuna_dashboard.save_plotly_graph_object(study, dashboard_figure(result), graph_object_id=FIGURE_ID)
-    note = optuna_dashboard.get_note(study)
-    updated = replace_section(note, profile_note(result, frozen))
-    if updated != note:
-        optuna_dashboard.save_note(study, updated)
+    attach_section(study, "profile", profile_note(result, frozen))

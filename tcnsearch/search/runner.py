@@ -13,19 +13,21 @@ was running (`_train`), so the study never holds a trial stuck in RUNNING.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from tcnsearch import hardware
-from tcnsearch._names import check_name, file_name
+from tcnsearch._names import check_name
 from tcnsearch._quiet import quiet_third_party
 from tcnsearch.data import prepare_data
 from tcnsearch.errors import UserError
 from tcnsearch.profile import ProfileResult, run_profile
+from tcnsearch.search._runtime import check_runs
+from tcnsearch.search.artifacts import artifact_folder, check_store, kept_weights
 from tcnsearch.search.dashboard import attach_profile
 from tcnsearch.search.space import StructureSpace
 from tcnsearch.search.spec import StudySpec, load_spec
@@ -78,12 +80,14 @@ class StudyResult:
     terminated: bool = False  # stopped by SIGTERM rather than Ctrl-C
     trials: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    artifacts: str | None = None  # the folder of the best trials' weights
 
     def to_json(self) -> dict:
         return {"study": self.study_name, "storage": self.storage, "preset": self.preset, "task": self.task,
                 "directions": self.directions, "metric_names": self.metric_names, "counts": self.counts,
                 "best": self.best, "ran": self.ran, "device": self.device, "survivors": self.survivors,
-                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3), "warnings": self.warnings}
+                "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3), "warnings": self.warnings,
+                "artifacts": self.artifacts}
 
 
 @dataclass
@@ -100,11 +104,13 @@ class _Plan:
     queued: list
     source: optuna.Study | None  # --warm-start
     multi_objective: bool
+    artifacts: Path  # where the best trials' weights go
+    runs: str | None  # where Tune keeps the trials' checkpoints (shared by every node of a cluster)
 
 
 def _plan(name: str, preset: str, storage: str | None, gpu: str, ray_address: str | None, multi_objective: bool,
           study_name: str | None, data_path: str | None, sampler: str | None, enqueue: list[str] | None,
-          warm_start: str | None, resume: bool) -> _Plan:
+          warm_start: str | None, resume: bool, artifacts: str | None, runs: str | None) -> _Plan:
     """Every check that can refuse, before the database is opened (and, for SQLite, created)."""
     if study_name is not None:
         check_name(study_name, "--study-name")
@@ -125,8 +131,13 @@ def _plan(name: str, preset: str, storage: str | None, gpu: str, ray_address: st
     name_in_db = study_name or f"{spec.name}-{preset}" + ("-pareto" if multi_objective else "")
     if stored_studies(url):  # before the profile: a refusal then costs no measuring and writes nothing
         check_existing(open_storage(url, read_only=True), name_in_db, resume, directions)
+    folder = artifact_folder(url, artifacts)
+    if spec.keep_best:
+        check_store(folder)
+    if runs is not None:
+        check_runs(runs)
     return _Plan(spec, url, gpu, ray_address, name_in_db, directions, [metric] + [LATENCY] * multi_objective,
-                 queued, source, multi_objective)
+                 queued, source, multi_objective, folder, runs)
 
 
 def _study_attrs(plan: _Plan, profile: ProfileResult, notes: list[str]) -> dict:
@@ -168,81 +179,21 @@ def _open_study(plan: _Plan, rdb, engine, profile: ProfileResult, resume: bool
     return study, space, notes + queue_notes
 
 
-def _heartbeats(searcher, interval: int, stop: threading.Event) -> None:
-    while True:
-        for trial_id in searcher.running_trial_ids():
-            try:
-                searcher.storage.record_heartbeat(trial_id)
-            except Exception:  # a database blip must not kill the driver; the next beat retries
-                log.warning("heartbeat for trial %s failed", trial_id, exc_info=True)
-        if stop.wait(interval):
-            return
-
-
-def _trial_name(trial) -> str:
-    return f"trial_{trial.config.get('optuna_trial', trial.trial_id)}"
-
-
-def _train(plan: _Plan, study: optuna.Study, space: StructureSpace, engine, profile: ProfileResult, target: int,
-           done_before: int, max_concurrent: int | None, progress: bool, trainable) -> tuple:
-    """Ray Tune trains until the study holds `target` finished trials; (searcher, interrupted, terminated)."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from tcnsearch.search._progress import StudyProgress
-    from tcnsearch.search._runtime import RayRuntime
-    from tcnsearch.search.searcher import StudySearcher, TuneHook
-    from tcnsearch.train.trial import run_trial
-
-    spec = plan.spec
-    with RayRuntime(plan.ray_address) as runtime:
-        searcher = StudySearcher(study, spec, space, target, plan.multi_objective, LATENCY, engine=engine,
-                                 trial_attrs={"device": profile.device.device_name, "level": profile.spec.level})
-        bar = StudyProgress(study, target, min(done_before, target), progress)
-        stop = threading.Event()
-        beat = threading.Thread(target=_heartbeats, args=(searcher, spec.heartbeat_s, stop), daemon=True)
-        base = spec.base_config()
-        resources = {"cpu": spec.budget.cpus_per_trial, "gpu": spec.budget.gpus_per_trial}
-        if plan.gpu not in ("auto", "cpu") and plan.ray_address:
-            resources[f"accelerator_type:{hardware.GPU_MODELS[plan.gpu]}"] = 0.001  # where the profile's GPU is
-        scheduler = None
-        if spec.scheduler.type == "asha":
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric=spec.objective.metric,
-                                      mode=spec.objective.mode, max_t=max(1, -(-base.steps // base.eval_every)),
-                                      grace_period=spec.scheduler.grace_period,
-                                      reduction_factor=spec.scheduler.reduction_factor)
-        tuner = tune.Tuner(
-            tune.with_resources(trainable or run_trial, resources),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=max_concurrent or spec.budget.max_concurrent,
-                                        reuse_actors=True, trial_name_creator=_trial_name,
-                                        trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name=file_name(plan.name), storage_path=runtime.storage_path, verbose=0,
-                                      callbacks=[TuneHook(searcher, bar)], log_to_file=False,
-                                      failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)),
-        )
-        beat.start()
-        try:
-            with bar.bar:
-                tuner.fit()
-        finally:
-            interrupted = searcher.interrupt_all()
-            stop.set()
-            beat.join()
-    return searcher, interrupted, runtime.terminated
-
-
 def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,
               gpu: str = "auto", ray_address: str | None = None, resume: bool = False,
               multi_objective: bool = False, study_name: str | None = None, max_concurrent: int | None = None,
               progress: bool = True, data_path: str | None = None, sampler: str | None = None,
-              enqueue: list[str] | None = None, warm_start: str | None = None, trainable=None) -> StudyResult:
+              enqueue: list[str] | None = None, warm_start: str | None = None, artifacts: str | None = None,
+              runs: str | None = None, trainable=None) -> StudyResult:
     """Run (or continue) the study `name` until it holds its budget of finished trials.
 
     `sampler` replaces the study file's sampler (gp, tpe, random, nsga2, grid); `enqueue` queues
     structures first ("paper", "K,f,D,B" or a label); `warm_start` seeds the study with another stored
-    study's finished trials. `trainable` replaces the training function (the overhead benchmark
-    passes a trivial one).
+    study's finished trials. `artifacts`: the folder of the best trials' weights (default: beside the
+    SQLite database); `runs`: where Ray Tune keeps the trials' checkpoints (default: a private folder
+    of this run; on a cluster of several machines a shared folder, so that a trial retried on another
+    node resumes). `trainable` replaces the training function (the overhead benchmark passes a
+    trivial one).
 
     Raises:
         UserError: a bad study file, an unreachable database or cluster, an unknown GPU, a study
@@ -251,7 +202,7 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     """
     start = time.perf_counter()
     plan = _plan(name, preset, storage, gpu, ray_address, multi_objective, study_name, data_path, sampler, enqueue,
-                 warm_start, resume)
+                 warm_start, resume, artifacts, runs)
     engine = create_engine(plan.url)
     with budget_lock(engine, "tcnsearch-setup"):  # drivers starting at once on a new database: one makes the tables
         rdb = open_storage(plan.url, plan.spec.heartbeat_s)
@@ -263,12 +214,20 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     done_before = occupied(study.get_trials(deepcopy=False))
     device, survivors = profile.device.device_name, len(space.survivors)
     if done_before >= target and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        return summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start, warnings=notes)
-    searcher, interrupted, terminated = _train(plan, study, space, engine, profile, target, done_before,
-                                               max_concurrent, progress, trainable)
-    result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
-                       ran=searcher.finished, interrupted=interrupted, warnings=notes)
-    result.terminated = terminated
+        result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
+                           warnings=notes)
+    else:
+        from tcnsearch.search._tune import train_study  # Ray Tune loads here, not for every reader of a study
+
+        searcher, interrupted, terminated = train_study(
+            plan.spec, study, space, engine, target, done_before, name=plan.name, ray_address=plan.ray_address,
+            gpu=plan.gpu, multi_objective=plan.multi_objective, artifacts=plan.artifacts, runs=plan.runs,
+            trial_attrs={"device": profile.device.device_name, "level": profile.spec.level},
+            max_concurrent=max_concurrent, progress=progress, trainable=trainable)
+        result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
+                           ran=searcher.finished, interrupted=interrupted, warnings=notes)
+        result.terminated = terminated
+    result.artifacts = str(plan.artifacts) if plan.spec.keep_best else None
     return result
 
 
@@ -290,6 +249,9 @@ def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survi
         best = [trial_row(min(complete, key=lambda t: sign * t.value))]
     else:
         best = [trial_row(t) for t in study.best_trials if trained(t)]
+    weights = kept_weights(study)
+    for row in best:
+        row["weights_artifact"] = weights.get(row["number"])
     return StudyResult(study_name=study.study_name, storage=masked(url), preset=spec.preset, task=spec.task,
                        directions=directions, metric_names=study.metric_names or [spec.objective.metric],
                        counts=counts, best=best, ran=ran, device=device, survivors=survivors, elapsed_s=elapsed,

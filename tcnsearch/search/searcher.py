@@ -21,8 +21,10 @@ trial asked for by a suggestion that then failed is failed as abandoned, never l
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
 import threading
 import time
 from contextlib import nullcontext
@@ -33,10 +35,13 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from tcnsearch.compat import optuna as optuna_private
+from tcnsearch.search.artifacts import ArtifactKeeper
 from tcnsearch.search.space import Proposer, StructureSpace
 from tcnsearch.search.spec import StudySpec
 from tcnsearch.search.trials import abandon, abandon_orphans, budget_lock, fail, occupied, retrying, tell_once
+from tcnsearch.train.checkpoint import FINAL_FILE
 
+log = logging.getLogger(__name__)
 TRIAL_ATTRS = ("num_parameters", "host", "ray_node", "pid", "train_device")  # what a trial's first report names
 
 
@@ -53,16 +58,17 @@ class StudySearcher(Searcher):
         engine: the database engine, for the lock that serialises asks across drivers.
         trial_attrs: user attributes every trial carries (the profile's device and level).
         checkpoint_every: evaluations between a trial's checkpoints (0: none).
+        keeper: keeps the final weights of the best trials as artifacts (None: none are kept).
     """
 
     def __init__(self, study: optuna.Study, spec: StudySpec, space: StructureSpace, target: int,
                  multi_objective: bool, latency_key: str, engine=None, trial_attrs: dict | None = None,
-                 checkpoint_every: int = 0):
+                 checkpoint_every: int = 0, keeper: ArtifactKeeper | None = None):
         metric, mode = spec.objective.metric, spec.objective.mode
         super().__init__(metric=metric, mode=mode)
         self.study, self.spec, self.target, self.engine = study, spec, target, engine
         self.storage = optuna_private.storage_of(study)
-        self.trial_attrs, self.checkpoint_every = trial_attrs or {}, checkpoint_every
+        self.trial_attrs, self.checkpoint_every, self.keeper = trial_attrs or {}, checkpoint_every, keeper
         # How long to wait for another driver's running trials (they finish, or go stale and come back).
         self.patience_s, self.waiting_since = 10 * 3 * spec.heartbeat_s + 60, None
         self.proposer = Proposer(study, space, on_ask=self._beat)
@@ -166,6 +172,7 @@ class StudySearcher(Searcher):
                 outcome = "FAIL"
             else:
                 tell_once(self.study, trial, values if self.multi_objective else values[0])
+                self._keep_weights(trial_id, trial)
                 outcome = "COMPLETE"
         elif last:
             # Stopped before its last step with no error: the scheduler pruned it.
@@ -186,11 +193,24 @@ class StudySearcher(Searcher):
             if self.best is None or sign * values[0] < sign * self.best[0]:
                 self.best = (values[0], trial.number)
 
+    def _keep_weights(self, trial_id: str, trial: optuna.Trial) -> None:
+        """Offer the trial's final weights (its last Tune checkpoint's) to the artifact keeper."""
+        tune_trial = self.tune_trials.get(trial_id)
+        checkpoint = tune_trial.checkpoint if tune_trial is not None else None
+        if self.keeper is None or checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder:
+            path = os.path.join(folder, FINAL_FILE)
+            if os.path.isfile(path):
+                self.keeper.offer(trial.number, path)
+            else:
+                log.warning("trial %s finished without its final weights in its checkpoint", trial.number)
+
     def __getstate__(self) -> dict:
         # Tune pickles its searcher into the experiment state; the study (a database connection),
         # the lock and the live trials stay here: on restore the database is the state.
         return {k: v for k, v in self.__dict__.items() if k not in ("study", "storage", "lock", "trials", "orphans",
-                                                                     "tune_trials", "engine", "proposer")}
+                                                                     "tune_trials", "engine", "proposer", "keeper")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -270,6 +290,9 @@ class TuneHook(Callback):
         self.progress.show(self.searcher)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        # The searcher has stored its outcome and kept its weights: its checkpoints have served.
+        if trial.checkpoint is not None and os.path.isdir(trial.checkpoint.path):
+            shutil.rmtree(trial.checkpoint.path, ignore_errors=True)
         self.progress.advance(self.searcher)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from tcnsearch._names import SAFE, file_name
-from tcnsearch.choices import PRESET_NAMES, SAMPLERS
+from tcnsearch.choices import PRESET_NAMES
 from tcnsearch.errors import UserError, read_yaml, validation_message
 from tcnsearch.profile import ProfileSpec
-from tcnsearch.search.samplers import AskTellGrid, StoppedAwareGP
+from tcnsearch.search.samplers import Sampler
 from tcnsearch.structure import Structure
 from tcnsearch.train import PRESETS, TrainConfig, get_dotted, make_config, merge_overrides, set_dotted
 
@@ -94,66 +94,6 @@ class Objective(BaseModel):
     min_speedup: float | None = Field(default=None, gt=0)
 
 
-SAMPLER_OPTIONS = {  # which options each sampler takes
-    "tpe": {"seed", "multivariate", "constant_liar", "n_startup_trials"},
-    "gp": {"seed", "n_startup_trials"},
-    "random": {"seed"},
-    "nsga2": {"seed", "population_size"},
-    "grid": {"seed"},
-}
-
-
-class Sampler(BaseModel):
-    """The Optuna sampler: `gp` (the default: Optuna's GP, also fitted on the trials ASHA stopped),
-    `tpe` (multivariate, constant liar), `random`, `nsga2` (Pareto studies), or `grid` (every
-    allowed structure times every searched choice, once).
-
-    The default is the replay benchmark's winner (benchmarks/search_quality.py): over 100 seeds
-    the GP reached regret 0.05 in about 4x fewer trials than random search, TPE in about 2x."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    type: Literal[SAMPLERS] = "gp"
-    seed: int | None = None
-    multivariate: bool = True
-    constant_liar: bool = True
-    # 5, not Optuna's 10: random trials before the model leads, which a study of 16 cannot spare;
-    # on the replay benchmark TPE with 10 needed 17.6 trials where 5 needed 14.4 (30 seeds)
-    n_startup_trials: int = Field(default=5, ge=0)
-    population_size: int = Field(default=20, ge=2)
-
-    @model_validator(mode="after")
-    def _options_of_its_type(self) -> Sampler:
-        foreign = sorted((self.model_fields_set - {"type"}) - SAMPLER_OPTIONS[self.type])
-        if foreign:
-            takes = ", ".join(sorted(SAMPLER_OPTIONS[self.type]))
-            owners = [t for t, options in SAMPLER_OPTIONS.items() if foreign[0] in options]
-            hint = f"; {foreign[0]} belongs to type: {' or '.join(owners)}" if owners else ""
-            raise ValueError(f"{foreign[0]} is not an option of the {self.type} sampler (it takes {takes}){hint}")
-        return self
-
-    def build(self, grid: dict[str, list] | None = None, latency_key: str | None = None) -> optuna.samplers.BaseSampler:
-        """The Optuna sampler.
-
-        Args:
-            grid: parameter -> values, the grid sampler's search space.
-            latency_key: in a Pareto study, the user attribute holding a trial's latency (its second
-                objective), which the GP needs to learn from the trials ASHA stopped.
-        """
-        if self.type == "tpe":
-            return optuna.samplers.TPESampler(seed=self.seed, multivariate=self.multivariate,
-                                              constant_liar=self.constant_liar,
-                                              n_startup_trials=self.n_startup_trials,
-                                              )
-        if self.type == "gp":
-            other = (lambda t: [float(t.user_attrs[latency_key])]) if latency_key else None
-            return StoppedAwareGP(other, seed=self.seed, n_startup_trials=self.n_startup_trials)
-        if self.type == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=self.population_size)
-        if self.type == "grid":
-            return AskTellGrid(grid or {}, seed=self.seed)
-        return optuna.samplers.RandomSampler(seed=self.seed)
-
-
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     trials: int = Field(default=16, ge=1, description="finished trials the study should hold")
@@ -188,6 +128,16 @@ class StudySpec(BaseModel):
     scheduler: Scheduler = Field(default_factory=Scheduler)
     sampler: Sampler = Field(default_factory=Sampler)
     heartbeat_s: int = Field(default=10, ge=1, description="a driver's trials go stale after 3 missed beats")
+    checkpoint_every: int = Field(default=1, ge=0, description="evaluations between a trial's checkpoints (through "
+                                  "Ray Tune; a retried trial resumes from its last); 0: none")
+    keep_best: int = Field(default=3, ge=0, description="the best trials whose final weights are kept as Optuna "
+                           "artifacts; 0: none")
+    _document: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def document(self) -> dict:
+        """The study file's document, presets and all (what a study stores to be built again at another preset)."""
+        return copy.deepcopy(self._document)
 
     @field_validator("name")
     @classmethod
@@ -298,23 +248,33 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
         UserError: no such study, unreadable or malformed YAML, or an invalid field (named).
     """
     path = find_study_file(name)
-    doc = read_yaml(path)
+    return spec_from_document(read_yaml(path), preset, str(path), default_name=file_name(path.stem))
+
+
+def spec_from_document(doc, preset: str, where: str, default_name: str = "study") -> StudySpec:
+    """A study file's document (before its `presets:` are applied) at `preset`; `where` names it in errors.
+
+    The spec keeps the document (`spec.document`): a study stores it, so that `tcnsearch promote`
+    can build the same study at another preset.
+    """
     if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a mapping with task, objective, space, ...")
+        raise UserError(f"{where}: expected a mapping with task, objective, space, ...")
+    original = copy.deepcopy(doc)
+    doc = copy.deepcopy(doc)
     presets = doc.pop("presets", None) or {}
     if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
-        raise UserError(f"{path}: presets must map a preset name to a mapping of overrides")
+        raise UserError(f"{where}: presets must map a preset name to a mapping of overrides")
     unknown = set(presets) - set(PRESET_NAMES)
     if unknown:
-        raise UserError(f"{path}: presets: unknown preset {sorted(unknown)[0]!r}; use {', '.join(PRESET_NAMES)}")
+        raise UserError(f"{where}: presets: unknown preset {sorted(unknown)[0]!r}; use {', '.join(PRESET_NAMES)}")
     doc = merge_overrides(doc, presets.get(preset, {}))
-    doc.setdefault("name", file_name(path.stem))
+    doc.setdefault("name", default_name)
     try:
         spec = StudySpec(**doc, preset=preset)
     except ValidationError as err:
-        raise UserError(f"{path}: {validation_message(err)}") from None
+        raise UserError(f"{where}: {validation_message(err)}") from None
     except TypeError as err:
-        raise UserError(f"{path}: {err}") from None
+        raise UserError(f"{where}: {err}") from None
     # Every searched key must land in a valid config: try the range ends now, not in trial 1.
     try:
         spec.base_config()
@@ -323,6 +283,7 @@ def load_spec(name: str, preset: str = "tiny") -> StudySpec:
             for value in probe:
                 spec.trial_config({key: int(value) if param.is_int else value})
     except UserError as err:
-        raise UserError(f"{path}: {err}") from None
+        raise UserError(f"{where}: {err}") from None
     spec.profile_spec()
+    spec._document = original | {"name": doc["name"]}
     return spec

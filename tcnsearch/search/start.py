@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from tcnsearch.compat import optuna as optuna_private
 from tcnsearch.errors import UserError, validation_message
 from tcnsearch.profile import Survivor
+from tcnsearch.search.samplers import Sampler
 from tcnsearch.search.space import StructureSpace
-from tcnsearch.search.spec import Sampler, StudySpec
+from tcnsearch.search.spec import StudySpec
 from tcnsearch.search.trials import WARM_START, freeze, frozen, is_frozen, open_storage, trained
 from tcnsearch.structure import Structure
 
@@ -67,7 +68,7 @@ def prepare_study(spec: StudySpec, storage, name: str, directions: list[str], me
                                 sampler=sampler)
     if not is_frozen(study) and not study.get_trials(deepcopy=False):  # new (or never used)
         study.set_metric_names(metric_names)
-        freeze(study, survivors, grid, spec.objective.model_dump())
+        freeze(study, survivors, grid, spec.objective.model_dump(), spec.document)
         for key, value in attrs.items():
             study.set_user_attr(key, value)
     survivors, grid = frozen(study)  # refuses a study of another tool or an earlier version

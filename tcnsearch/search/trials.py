@@ -26,7 +26,7 @@ from tcnsearch.compat import optuna as optuna_private
 from tcnsearch.errors import UserError
 from tcnsearch.profile import Survivor
 from tcnsearch.search.space import INFEASIBLE
-from tcnsearch.storage import create_engine, masked, read_only_url
+from tcnsearch.storage import create_engine, masked, read_only_url, resolve_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ ABANDONED = "abandoned"  # user attr of a trial whose proposal was cut short (a 
 SURVIVORS = "tcnsearch:survivors"  # the survivor records (profile.Survivor) it may train, frozen at creation
 GRID = "tcnsearch:grid"  # the profile grid's values per axis: what the sampler draws K, f, D, B from
 OBJECTIVE = "tcnsearch:objective"  # the study file's objective, with its latency budget
+DOCUMENT = "tcnsearch:study_file"  # the study file's document, presets and all (promote builds it at another preset)
+PROMOTED_FROM = "promoted_from"  # user attr of a promoted trial: the trial of the proxy study it retrains
 
 
 def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -100,12 +102,20 @@ def is_frozen(study: optuna.Study) -> bool:
     return SURVIVORS in optuna_private.system_attrs(study)
 
 
-def freeze(study: optuna.Study, survivors: list[Survivor], grid: dict[str, list[int]], objective: dict) -> None:
-    """Store the survivors a new study may train, the grid they come from (its parameter space), and its
-    objective."""
+def freeze(study: optuna.Study, survivors: list[Survivor], grid: dict[str, list[int]], objective: dict,
+           document: dict | None = None) -> None:
+    """Store the survivors a new study may train, the grid they come from (its parameter space), its
+    objective, and the study file's document it was built from."""
     optuna_private.set_system_attr(study, SURVIVORS, [s.to_record() for s in survivors])
     optuna_private.set_system_attr(study, GRID, {k: sorted(v) for k, v in grid.items()})
     optuna_private.set_system_attr(study, OBJECTIVE, objective)
+    if document is not None:
+        optuna_private.set_system_attr(study, DOCUMENT, document)
+
+
+def frozen_document(study: optuna.Study) -> dict | None:
+    """The study file's document a study was built from (None: not stored)."""
+    return optuna_private.system_attrs(study).get(DOCUMENT)
 
 
 def frozen_objective(study: optuna.Study) -> dict:
@@ -167,6 +177,20 @@ def open_storage(url: str, heartbeat_s: int | None = None, read_only: bool = Fal
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
+def load_study(name: str, storage: str | None = None, read_only: bool = True) -> optuna.Study:
+    """The stored study `name` (read-only unless told), or a UserError naming the studies there are."""
+    url = resolve_url(storage)
+    rdb = open_storage(url, read_only=True)
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
+    except Exception as err:  # noqa: BLE001 - a database without Optuna's tables: another application's
+        raise UserError(f"{masked(url)} holds no Optuna studies ({type(err).__name__}); pass --storage the "
+                        "database your study wrote to") from None
+    if name not in names:
+        raise UserError(f"no study {name!r} in {masked(url)}; stored studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=rdb if read_only else open_storage(url))
+
+
 def stored_studies(url: str) -> list[str]:
     """The names of the studies stored at `url`, read-only ([] where there is no database or no Optuna tables)."""
     try:
@@ -184,7 +208,7 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict:
     for key in ("tcn", LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "speedup_fwdbwd_ci",
                 "speedup_fwd_ci", "source", "decision", "level", "receptive_field", "num_parameters", "device", "host",
                 "ray_node", "train_device", "resumed_from", FAIL_REASON, RETRY_OF, INFEASIBLE, WARM_START,
-                ABANDONED, "repaired_from"):
+                ABANDONED, PROMOTED_FROM, "repaired_from"):
         if key in t.user_attrs:
             row[key] = t.user_attrs[key]
     return row

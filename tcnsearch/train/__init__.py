@@ -15,6 +15,7 @@ from tcnsearch.train.loop import (
     TrainResult,
     TrainState,
     evaluate,
+    init_from,
     make_optimizer,
     resolve_device,
     scored_loss,
@@ -24,5 +25,5 @@ from tcnsearch.train.loop import (
 from tcnsearch.train.presets import PRESETS, make_config
 
 __all__ = ["PRESETS", "PRESET_NAMES", "TASKS", "TrainConfig", "TrainResult", "TrainState", "checkpoint", "evaluate",
-           "get_dotted", "make_config", "make_optimizer", "merge_overrides", "parse_set", "resolve_device",
+           "get_dotted", "init_from", "make_config", "make_optimizer", "merge_overrides", "parse_set", "resolve_device",
            "scored_loss", "set_dotted", "train", "train_step"]

@@ -18,6 +18,8 @@ import torch
 from tcnsearch.errors import UserError
 
 KEYS = ("model", "optimizer", "scheduler", "sampler", "step", "history")
+STATE_FILE = "state.pt"  # a trial's training state in its Tune checkpoint
+FINAL_FILE = "final.pt"  # a finished trial's weights and config in its last Tune checkpoint
 HINT = "pass a checkpoint that `tcnsearch train --checkpoint` wrote, or start without --resume"
 
 

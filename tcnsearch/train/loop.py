@@ -47,11 +47,12 @@ class TrainResult:
     reason: str | None = None
     device: str = "cpu"
     precision: str = "fp32"
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"status": self.status, "steps": self.steps, "metrics": self.metrics, "reason": self.reason,
                 "num_parameters": self.num_parameters, "elapsed_s": round(self.elapsed_s, 3),
-                "device": self.device, "precision": self.precision, "history": self.history}
+                "device": self.device, "precision": self.precision, "notes": self.notes, "history": self.history}
 
 
 @dataclass
@@ -86,6 +87,26 @@ class TrainState:
             raise UserError(f"{source}: the checkpoint does not fit this run's model or settings ({reason}); "
                             "resume with the settings it was saved with") from None
         self.step, self.history = state["step"], list(state["history"])
+
+
+def init_from(model: torch.nn.Module, weights: dict) -> list[str]:
+    """Start `model` from `weights` (a state dict) wherever a tensor's name and shape match; the rest stays as
+    initialised. Returns notes on what did not fit (a model at another preset shares the TCN's and the
+    heads' shapes with the proxy only where their widths agree)."""
+    own = model.state_dict()
+    fits = {k: v for k, v in weights.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    model.load_state_dict(fits, strict=False)
+    misfits = [f"{k} ({'x'.join(map(str, weights[k].shape))} vs {'x'.join(map(str, own[k].shape))})"
+               for k in own if k in weights and k not in fits]
+    missing = [k for k in own if k not in weights]
+    notes = [f"initialised {len(fits)} of {len(own)} tensors from the stored weights"]
+    if misfits:
+        notes.append(f"{len(misfits)} differ in shape and start from scratch: {', '.join(misfits[:4])}"
+                     + (" ..." if len(misfits) > 4 else ""))
+    if missing:
+        notes.append(f"{len(missing)} are not in the stored weights (another architecture?): "
+                     f"{', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+    return notes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -169,7 +190,7 @@ Callback = Callable[[int, dict, TrainState], "bool | None"]
 
 def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str | Path | None = None,
           resume: bool = False, progress: bool = True, on_model: Callable[[torch.nn.Module], None] | None = None,
-          device: torch.device | None = None, restore: dict | None = None) -> TrainResult:
+          device: torch.device | None = None, restore: dict | None = None, init: dict | None = None) -> TrainResult:
     """Train one model.
 
     Args:
@@ -179,6 +200,7 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
         on_model: `on_model(model)` once the model is built (a trial records its size before it trains).
         device: where to train (a Ray trial passes what Ray gave it); default `cfg.device`.
         restore: a checkpoint's state (checkpoint.load) to continue from.
+        init: weights (a state dict) to start from where the shapes match (`--init-from-artifact`).
     """
     start = time.perf_counter()
     device = device or resolve_device(cfg.device)
@@ -189,7 +211,9 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
     model_cfg = cfg.model.model_copy(update={"vocab_size": task.vocab_size, "task": task.head,
                                              "num_classes": task.num_classes,
                                              "max_length": max(cfg.model.max_length, cfg.seq_len)})
-    model = build_model(model_cfg).to(device)
+    model = build_model(model_cfg)
+    notes = init_from(model, init) if init is not None else []
+    model = model.to(device)
     if on_model is not None:
         on_model(model)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
@@ -230,4 +254,4 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
                     break
     return TrainResult(status=status, steps=state.step, metrics=metrics, history=state.history, reason=reason,
                        num_parameters=model.num_parameters(), elapsed_s=time.perf_counter() - start,
-                       device=str(device), precision=precision)
+                       device=str(device), precision=precision, notes=notes)

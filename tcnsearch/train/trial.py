@@ -4,6 +4,8 @@ The trial trains on exactly what Ray gave it: the GPUs Ray allocated (visible to
 ...), else the CPU, with as many threads as CPUs. Every `checkpoint_every` evaluations its whole
 training state goes to Tune as a checkpoint (under the run's storage path; Tune keeps the newest
 only), so a trial whose worker dies resumes from its last checkpoint on the retry, not from step 0.
+Its last evaluation's checkpoint holds its final weights and the config that built them
+(`final.pt`), which the driver keeps as an Optuna artifact if the trial is among the best.
 
 Only torch, Ray Tune and tcnsearch.train are imported here: a worker needs none of Optuna, the
 database or the profiler.
@@ -22,10 +24,9 @@ from ray import tune
 
 from tcnsearch import hardware
 from tcnsearch.train import checkpoint
+from tcnsearch.train.checkpoint import FINAL_FILE, STATE_FILE
 from tcnsearch.train.config import TrainConfig
 from tcnsearch.train.loop import TrainState, train
-
-STATE_FILE = "state.pt"
 
 
 class TrialFailed(RuntimeError):
@@ -47,7 +48,18 @@ def _restored() -> dict | None:
     if ckpt is None:
         return None
     with ckpt.as_directory() as folder:
-        return checkpoint.load(Path(folder) / STATE_FILE)
+        # A checkpoint holding only final.pt is a finished trial's: Tune retries one whose end the driver
+        # failed to record; it trains again from the start (rare, and its outcome is then stored once).
+        path = Path(folder) / STATE_FILE
+        return checkpoint.load(path) if path.exists() else None
+
+
+def final_weights(cfg: TrainConfig, state: TrainState) -> dict:
+    """What a finished trial keeps: the model's weights, the run's config and the model's as built (the head's
+    sizes come from the task), and the step; tensors and plain values only."""
+    return {"model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+            "config": cfg.model_dump(mode="json"), "model_config": state.model.cfg.model_dump(mode="json"),
+            "step": state.step}
 
 
 def run_trial(config: dict) -> None:
@@ -65,12 +77,16 @@ def run_trial(config: dict) -> None:
     def report(step: int, metrics: dict, state: TrainState) -> None:
         # `final` tells the searcher this trial ran its whole budget (COMPLETE, not PRUNED).
         result = metrics | extra | where | {"final": step >= cfg.steps}
-        if every and len(state.history) % every == 0 and step < cfg.steps:
-            with tempfile.TemporaryDirectory(prefix="tcns-ckpt-") as folder:
-                checkpoint.save(Path(folder) / STATE_FILE, state.state_dict())
-                tune.report(result | {"checkpointed": step}, checkpoint=tune.Checkpoint.from_directory(folder))
+        if step >= cfg.steps:
+            keep = {FINAL_FILE: final_weights(cfg, state)}
+        elif every and len(state.history) % every == 0:
+            keep = {STATE_FILE: state.state_dict()}
         else:
-            tune.report(result)
+            return tune.report(result)
+        with tempfile.TemporaryDirectory(prefix="tcns-ckpt-") as folder:
+            for name, doc in keep.items():
+                checkpoint.save(Path(folder) / name, doc)
+            tune.report(result | {"checkpointed": step}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     restore = _restored()
     if restore is not None:

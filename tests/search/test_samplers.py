@@ -5,8 +5,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from tcnsearch.search.samplers import StoppedAwareGP
-from tcnsearch.search.spec import Sampler
+from tcnsearch.search.samplers import Sampler, StoppedAwareGP
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 X = {"x": FloatDistribution(0, 1)}

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tcnsearch.search.samplers import Sampler
 from tcnsearch.search.space import REPAIR_AFTER, Axis, Proposer, StructureSpace
-from tcnsearch.search.spec import Sampler
 from tcnsearch.structure import Structure
 from tests.search.conftest import survivor
 
