@@ -7,6 +7,7 @@ to run code on unpickling); each case hashes the whole folder before and after.
 """
 
 import hashlib
+import json
 import os
 import sqlite3
 import zipfile
@@ -18,7 +19,8 @@ import torch
 import yaml
 
 from tcnsearch.cli import main
-from tests.search.conftest import SMALL
+from tcnsearch.compat import optuna as compat
+from tests.search.conftest import SMALL, finished_study
 
 PG_DOWN = "postgresql+psycopg://user:s3cret-pw@127.0.0.1:1/db"
 
@@ -51,6 +53,21 @@ def world(tmp_path_factory):
         conn.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
         conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
     (root / "junk.db").write_bytes(os.urandom(4096))
+    # tcnsearch studies to export, promote and train from: #1 best, #0 COMPLETE, #2 FAIL, #3 PRUNED
+    _, picked = finished_study(root, f"sqlite:///{root / 'tcnsearch.db'}", name="picked")
+    _, pareto = finished_study(root, f"sqlite:///{root / 'tcnsearch.db'}", directions=("minimize", "minimize"),
+                               name="pareto")
+    artifacts = root / "tcnsearch-artifacts"  # where the study's kept weights are by default
+    artifacts.mkdir()
+    torch.save({"model": _Planted(root / "PLANTED"), "config": {}}, artifacts / "crafted")
+    torch.save({"something": "else"}, artifacts / "foreign")
+    for trial, artifact_id in ((picked.trials[1], "crafted"), (picked.trials[0], "foreign")):
+        compat.set_system_attr(picked, f"dashboard:artifacts:{trial._trial_id}:{artifact_id}",
+                               json.dumps({"artifact_id": artifact_id, "filename": "final.pt"}))
+    for study in (picked, pareto):  # tcnsearch's storage left the file in WAL mode: close it, back to one file
+        compat.storage_of(study)._backend.engine.dispose()
+    with sqlite3.connect(root / "tcnsearch.db") as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
     studies = root / "studies"
     studies.mkdir()
     (studies / "bad-yaml.yaml").write_text("task: [assoc-recall\n")
@@ -223,6 +240,44 @@ CASES = [
     (["data", "prepare", "enwik8", "--data", "data/missing.zip"], "no data set at"),
     (["data", "download", "nope"], "Invalid value for '{enwik8}'"),
     (["data", "generate", "assoc-recall", "--out", "x.pt", "--examples", "0"], "Invalid value for '--examples'"),
+    # export, promote and train's pick: studies, trials, artifacts
+    (["export", "nope"], "no study 'nope'"),
+    (["export", "picked", "--trial", "9"], "has no trial 9"),
+    (["export", "picked", "--trial", "2"], "did not finish its training (FAIL)"),
+    (["export", "picked", "--trial", "3"], "did not finish its training (PRUNED)"),
+    (["export", "pareto"], "choose a trial of its Pareto front with --trial N"),
+    (["export", "kept"], "does not store the study file"),
+    (["export", "picked", "--out", "studies/a-folder.yaml"], "is a directory"),
+    (["export", "picked", "--storage", "sqlite:///missing.db"], "no database at missing.db"),
+    (["promote", "nope"], "no study 'nope'"),
+    (["promote", "picked", "--top", "0"], "Invalid value for '--top'"),
+    (["promote", "picked", "--top", "1"], "Invalid value for '--top'"),
+    (["promote", "picked", "--preset", "huge"], "Invalid value for '--preset'"),
+    (["promote", "picked", "--steps", "0"], "Invalid value for '--steps'"),
+    (["promote", "kept"], "was not created by tcnsearch study"),
+    (["promote", "picked", "--top", "2", "--artifacts", "studies/list.yaml"], "is a file, not a folder"),
+    (["promote", "picked", "--top", "2", "--artifacts", "studies/list.yaml/in"], "is not a writable folder"),
+    (["study", "assoc-recall", "--study-name", "fresh", "--artifacts", "studies/list.yaml"], "is a file, not a folder"),
+    (["study", "assoc-recall", "--study-name", "fresh", "--artifacts", "studies/list.yaml/x"], "not a writable folder"),
+    (["dashboard", "--artifacts", "studies/list.yaml"], "is a file, not a folder"),
+    (["train", "assoc-recall", "--from-study", "nope"], "no study 'nope'"),
+    (["train", "assoc-recall", "--from-study", "picked", "--trial", "2"], "did not finish its training"),
+    (["train", "assoc-recall", "--from-study", "picked", "--trial", "9"], "has no trial 9"),
+    (["train", "assoc-recall", "--from-study", "pareto"], "choose a trial of its Pareto front"),
+    (["train", "enwik8", "--from-study", "picked"], "is for task 'assoc-recall', not 'enwik8'"),
+    (["train", "assoc-recall", "--from-study", "picked", "--trial", "1", "--init-from-artifact"],
+     "not tcnsearch weights"),
+    (["train", "assoc-recall", "--from-study", "picked", "--trial", "0", "--init-from-artifact"],
+     "expected the model's state and its config"),
+    (["train", "assoc-recall", "--from-study", "picked", "--init-from-artifact", "--artifacts", "data/folder"],
+     "not in the artifact store"),
+    (["train", "assoc-recall", "--from-study", "picked", "--init-from-artifact", "--artifacts", "absent"],
+     "no such folder"),
+    (["train", "assoc-recall", "--config", "studies/list.yaml"], "not an exported training config"),
+    (["train", "assoc-recall", "--config", "studies/missing.yaml"], "cannot read"),
+    (["train", "assoc-recall", "--config", "studies/list.yaml", "--from-study", "picked"], "not both"),
+    (["train", "assoc-recall", "--trial", "1"], "need --config FILE or --from-study STUDY"),
+    (["report", "picked", "nope"], "no study 'nope'"),
     # the command line itself
     (["--no-such-flag"], "No such option"),
     (["no-such-command"], "No such command"),

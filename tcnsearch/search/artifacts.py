@@ -71,6 +71,9 @@ def open_store(folder: Path, create: bool = True) -> FileSystemArtifactStore:
     """
     folder = Path(folder)
     if not create:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--artifacts {folder}: is a file, not a folder; pass --artifacts the folder the study "
+                            "wrote to")
         if not folder.is_dir():
             raise UserError(f"--artifacts {folder}: no such folder; pass --artifacts the folder the study wrote to")
         return FileSystemArtifactStore(str(folder))

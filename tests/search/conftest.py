@@ -1,9 +1,11 @@
 import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from tcnsearch.profile import Survivor
-from tcnsearch.search import open_storage, trained
+from tcnsearch.search import load_spec, open_storage, trained
+from tcnsearch.search.start import distributions, prepare_study, structure_space
 from tcnsearch.structure import Structure
 
 # A study small enough for seconds per trial: length 16, width 16, 40 steps, a 4-structure profile.
@@ -53,3 +55,27 @@ def survivor(k: int, f: int, d: int, b: int = 1, latency_ms: float = 1.0, speedu
     return Survivor(Structure(k, f, d, b), latency_ms, speedup, (speedup * 0.95, speedup * 1.05), speedup,
                     (speedup * 0.95, speedup * 1.05), tcn_fwd_ms=latency_ms / 2, tcn_fwdbwd_ms=latency_ms,
                     ema_fwd_ms=speedup * latency_ms / 2, ema_fwdbwd_ms=speedup * latency_ms)
+
+
+FINISHED_GRID = {"kernel_size": [3], "dilation_factor": [2, 4], "depth": [2, 3], "per_block": [1]}
+
+
+def finished_study(tmp_path, url, directions=("minimize",), name="exported"):
+    """A tcnsearch study of 4 trials over K3 TCNs: #0 COMPLETE 0.5, #1 COMPLETE 0.2 (the best), #2 FAIL,
+    #3 PRUNED; with two directions the second is the latency (both COMPLETE trials on the front)."""
+    spec = load_spec(write_study(tmp_path, train={"steps": 40, "model": {"d_model": 24, "ffn_dim": 32,
+                                                                          "chunk_size": 16}}))
+    survivors = [survivor(3, f, d, 1, latency_ms=f + d) for f in (2, 4) for d in (2, 3)]
+    metrics = ["loss", "latency_ms"][:len(directions)]
+    study, survivors, grid = prepare_study(spec, open_storage(url), name, list(directions), metrics, survivors,
+                                           FINISHED_GRID, False, optuna.samplers.RandomSampler(0),
+                                           {"preset": "tiny", "device": "cpu: test"})
+    dists = distributions(structure_space(survivors, grid, spec), spec)
+    for i, (value, state) in enumerate([(0.5, TrialState.COMPLETE), (0.2, TrialState.COMPLETE),
+                                        (None, TrialState.FAIL), (0.9, TrialState.PRUNED)]):
+        s = survivors[i]
+        params = s.structure.as_params() | {"lr": 2e-3 * (i + 1), "model.dropout": 0.1}
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params=params, distributions=dists, user_attrs={"tcn": s.label, "num_parameters": 1000},
+            values=([value, s.latency_ms] if len(directions) == 2 else [value]) if value is not None else None))
+    return spec, study

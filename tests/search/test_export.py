@@ -3,40 +3,15 @@
 import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
 
 from tcnsearch.errors import UserError
-from tcnsearch.search import load_spec, open_storage
 from tcnsearch.search.export import choose_trial, config_for, export_config, pick, read_export, write_export
-from tcnsearch.search.start import distributions, prepare_study, structure_space
 from tcnsearch.structure import Structure
-from tests.search.conftest import survivor, write_study
+from tests.search.conftest import finished_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-GRID = {"kernel_size": [3], "dilation_factor": [2, 4], "depth": [2, 3], "per_block": [1]}
-
-
-def _study(tmp_path, url, directions=("minimize",), name="exported"):
-    spec = load_spec(write_study(tmp_path, train={"steps": 40, "model": {"d_model": 24, "ffn_dim": 32,
-                                                                          "chunk_size": 16}}))
-    survivors = [survivor(3, f, d, 1, latency_ms=f + d) for f in (2, 4) for d in (2, 3)]
-    metrics = ["loss", "latency_ms"][:len(directions)]
-    study, survivors, grid = prepare_study(spec, open_storage(url), name, list(directions), metrics, survivors, GRID,
-                                           False, optuna.samplers.RandomSampler(0),
-                                           {"preset": "tiny", "device": "cpu: test"})
-    dists = distributions(structure_space(survivors, grid, spec), spec)
-    for i, (value, state) in enumerate([(0.5, TrialState.COMPLETE), (0.2, TrialState.COMPLETE),
-                                        (None, TrialState.FAIL), (0.9, TrialState.PRUNED)]):
-        s = survivors[i]
-        params = s.structure.as_params() | {"lr": 2e-3 * (i + 1), "model.dropout": 0.1}
-        study.add_trial(optuna.trial.create_trial(
-            state=state, params=params, distributions=dists, user_attrs={"tcn": s.label, "num_parameters": 1000},
-            values=([value, s.latency_ms] if len(directions) == 2 else [value]) if value is not None else None))
-    return spec, study
-
-
 def test_the_best_trial_by_default_and_a_chosen_one_that_finished(tmp_path, sqlite_url):
-    _, study = _study(tmp_path, sqlite_url)
+    _, study = finished_study(tmp_path, sqlite_url)
     assert choose_trial(study, None).number == 1 and choose_trial(study, 0).number == 0
     for number, message in ((9, "has no trial 9"), (2, "did not finish its training"),
                             (3, "did not finish its training \\(PRUNED\\)")):
@@ -45,14 +20,14 @@ def test_the_best_trial_by_default_and_a_chosen_one_that_finished(tmp_path, sqli
 
 
 def test_a_pareto_study_needs_a_trial_and_names_its_front(tmp_path, sqlite_url):
-    _, study = _study(tmp_path, sqlite_url, directions=("minimize", "minimize"), name="pareto")
+    _, study = finished_study(tmp_path, sqlite_url, directions=("minimize", "minimize"), name="pareto")
     with pytest.raises(UserError, match=r"choose a trial of its Pareto front with --trial N: #1 \(K3-f2-D3-B1"):
         choose_trial(study, None)
     assert choose_trial(study, 0).number == 0
 
 
 def test_an_export_reproduces_the_trials_config_and_carries_its_pick_to_another_preset(tmp_path, sqlite_url):
-    spec, study = _study(tmp_path, sqlite_url)
+    spec, study = finished_study(tmp_path, sqlite_url)
     trial = choose_trial(study, None)
     doc = export_config(study, trial, sqlite_url, tmp_path / "artifacts")
     path = write_export(doc, tmp_path / "pick.yaml")
@@ -80,7 +55,7 @@ def test_a_malformed_export_is_refused_in_one_line(tmp_path):
 
 
 def test_what_to_train_is_refused_before_anything_trains(tmp_path, sqlite_url):
-    _, study = _study(tmp_path, sqlite_url)
+    _, study = finished_study(tmp_path, sqlite_url)
     write_export(export_config(study, choose_trial(study, None), sqlite_url), tmp_path / "pick.yaml")
     cases = [(dict(config=tmp_path / "pick.yaml", from_study="exported"), "not both"),
              (dict(trial=1), "need --config FILE or --from-study STUDY"),
