@@ -13,10 +13,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed  ## the main job on embedded defaults: profile, a small study, its report (SQLite, local Ray)
+demo: $(BIN)/.installed  ## the main job on embedded defaults: profile, a small study, its report, its pick (SQLite, local Ray)
 	$(BIN)/tcnsearch study assoc-recall --preset tiny --resume
 	$(BIN)/tcnsearch report assoc-recall-tiny
 	@echo "Browse the study: $(BIN)/tcnsearch dashboard   (then open http://127.0.0.1:8080)"
+	$(BIN)/tcnsearch export assoc-recall-tiny --out dashboards/assoc-recall-tiny-best.yaml
 
 test: $(BIN)/.installed services  ## the whole test suite (CI's command)
 	$(BIN)/python -m pytest -q

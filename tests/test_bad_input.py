@@ -257,6 +257,7 @@ CASES = [
     (["promote", "kept"], "was not created by tcnsearch study"),
     (["promote", "picked", "--top", "2", "--artifacts", "studies/list.yaml"], "is a file, not a folder"),
     (["promote", "picked", "--top", "2", "--artifacts", "studies/list.yaml/in"], "is not a writable folder"),
+    (["promote", "picked", "--top", "2", "--data", "data/missing.zip"], "not found"),
     (["study", "assoc-recall", "--study-name", "fresh", "--artifacts", "studies/list.yaml"], "is a file, not a folder"),
     (["study", "assoc-recall", "--study-name", "fresh", "--artifacts", "studies/list.yaml/x"], "not a writable folder"),
     (["dashboard", "--artifacts", "studies/list.yaml"], "is a file, not a folder"),

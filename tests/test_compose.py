@@ -105,3 +105,17 @@ def test_dockerfile_installs_the_chosen_torch_build_first_and_the_package():
         assert f"TORCH_CUDA={build}" in text
     assert "COPY studies" in text and "COPY tcnsearch" in text
     assert ".venv" in (ROOT / ".dockerignore").read_text()
+
+
+def test_checkpoints_and_weights_live_where_every_node_reaches():
+    """Tune's checkpoints are written by a worker and read back on a retry on any node; the kept weights are
+    written by the driver and served by the dashboard: each is one folder every container mounts."""
+    for name in ("ray-head", "dashboard", "tcnsearch", *WORKERS):
+        env, volumes = SERVICES[name]["environment"], SERVICES[name]["volumes"]
+        assert env["TCNSEARCH_RUNS"] == "/runs" and "${RUNS_DIR:-runs}:/runs" in volumes
+        assert env["TCNSEARCH_ARTIFACTS"] == "/artifacts" and "${ARTIFACTS_DIR:-artifacts}:/artifacts" in volumes
+    assert {"runs", "artifacts"} <= set(COMPOSE["volumes"])
+    study, dashboard = (next(p for p in cli.commands[c].params if p.name == "artifacts") for c in ("study",
+                                                                                                  "dashboard"))
+    runs = next(p for p in cli.commands["study"].params if p.name == "runs")
+    assert study.envvar == dashboard.envvar == "TCNSEARCH_ARTIFACTS" and runs.envvar == "TCNSEARCH_RUNS"

@@ -39,7 +39,7 @@ from tcnsearch.cli.options import GPU_HELP, STORAGE_OPTION, emit_json, show
                    "or K,f,D,B (repeatable).")
 @click.option("--warm-start", metavar="STUDY", help="Seed a new study with the finished trials of STUDY (same "
                                                     "database) where their spaces agree.")
-@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR", envvar="TCNSEARCH_ARTIFACTS",
               help="Where the best trials' weights go (default: beside the SQLite database, NAME-artifacts/).")
 @click.option("--runs", metavar="DIR", envvar="TCNSEARCH_RUNS",
               help="Where Ray Tune keeps the trials' checkpoints (default: a private folder of this run; on a "
@@ -87,7 +87,7 @@ def _list_studies(as_json: bool) -> int:
 
 @click.command("dashboard")
 @STORAGE_OPTION
-@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR", envvar="TCNSEARCH_ARTIFACTS",
               help="The trials' weights to list and download (default: beside the SQLite database).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: everyone).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
@@ -129,7 +129,7 @@ def report_command(studies, storage, out, as_json):
                                                           "study needs one).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="The YAML file (default STUDY-trial-N.yaml here).")
-@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR", envvar="TCNSEARCH_ARTIFACTS",
               help="The study's artifact folder (default: beside the SQLite database).")
 @STORAGE_OPTION
 @click.option("--json", "as_json", is_flag=True)
@@ -150,8 +150,10 @@ def export_command(study, trial, out, artifacts, storage, as_json):
     else:
         prov = doc["provenance"]
         click.echo(f"{study}: trial {chosen.number} ({prov['structure']}, {prov['objective']['metric']} "
-                   f"{prov['objective']['value']:.4g}) written to {path}; train it with: tcnsearch train "
-                   f"{doc['task']} --config {path} [--preset paper]"
+                   f"{prov['objective']['value']:.4g}) written to {path}")
+        if prov.get("artifact"):
+            click.echo(f"its weights: artifact {prov['artifact']} in {prov['artifacts']}")
+        click.echo(f"train it with: tcnsearch train {doc['task']} --config {path} [--preset paper]"
                    + (" [--init-from-artifact]" if prov.get("artifact") else ""))
     return 0
 
@@ -168,11 +170,14 @@ def export_command(study, trial, out, artifacts, storage, as_json):
               help="Join this Ray cluster (default: $TCNSEARCH_RAY_ADDRESS, else a local Ray runtime).")
 @click.option("--study-name", help="The promoted study's name (default: STUDY-promoted-PRESET[-STEPS]).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: the study file's).")
-@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR", help="Where the weights go.")
+@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR", envvar="TCNSEARCH_ARTIFACTS",
+              help="Where the weights go.")
 @click.option("--runs", metavar="DIR", envvar="TCNSEARCH_RUNS", help="Where Ray Tune keeps the checkpoints.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path),
+              help="The data set (default: the one the study trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def promote_command(study, top, preset, steps, storage, gpu, ray_address, study_name, max_concurrent, artifacts,
-                    runs, as_json):
+                    runs, data_path, as_json):
     """Train a STUDY's top configurations again at a larger preset, and say whether the ranking held.
 
     Reports Kendall's tau between the proxy's ranking and the promoted one (with a bootstrap 95%
@@ -184,6 +189,6 @@ def promote_command(study, top, preset, steps, storage, gpu, ray_address, study_
 
     result = promote(study, top=top, preset=preset, steps=steps, storage=storage, ray_address=ray_address,
                      gpu=gpu.lower(), study_name=study_name, progress=not as_json, artifacts=artifacts, runs=runs,
-                     max_concurrent=max_concurrent)
+                     max_concurrent=max_concurrent, data_path=str(data_path) if data_path else None)
     show(result.to_json() if as_json else result, as_json, printers.print_promotion)
     return 0

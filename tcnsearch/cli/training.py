@@ -29,7 +29,7 @@ from tcnsearch.errors import UserError
 @click.option("--trial", type=click.IntRange(min=0), help="With --from-study: which trial.")
 @click.option("--init-from-artifact", is_flag=True, help="Start from the trial's stored weights where the shapes "
                                                          "match (and say which do not).")
-@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--artifacts", type=click.Path(path_type=Path), metavar="DIR", envvar="TCNSEARCH_ARTIFACTS",
               help="The artifact folder (default: the export's, or beside the SQLite database).")
 @STORAGE_OPTION
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Save state here.")

@@ -29,6 +29,11 @@ from tcnsearch.errors import UserError
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Tune snapshots its experiment state each time a trial checkpoints (CheckpointConfig(num_to_keep=1) asks
+# for it, so that an old checkpoint is deleted only once the new one is recorded), and warns when that
+# happens often; with one checkpoint per evaluation it does, by design. The snapshot is small (our
+# searcher's state is the database): README, "Trial checkpoints", has its cost.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Tune's result files are off (the study is the record); its analysis would warn about each trial.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 # Tune times its own bookkeeping and warns past 0.5 s; a loaded laptop gets there, nothing for a user to do.
@@ -46,14 +51,60 @@ def check_runs(runs: str) -> None:
         raise UserError(f"--runs {runs}: {existing} is not a writable folder; name one every node reaches")
 
 
+DRIVER_FILE = "driver.pid"  # in a run's folder: the process whose run it is
+
+
 def run_folder() -> str:
     """A fresh folder for this run's Ray session and Tune's bookkeeping, removed afterwards.
 
-    Short, since Ray puts Unix sockets inside it (at most 107 bytes a path), and private (0700)."""
+    Short, since Ray puts Unix sockets inside it (at most 107 bytes a path), and private (0700).
+    The folders of earlier runs whose driver was killed outright (it could not remove its own:
+    Tune's checkpoints, Ray's session logs) are removed first."""
     base = tempfile.gettempdir()
     if len(base) > 29 or not os.access(base, os.W_OK):  # + tcns-XXXXXXXX/session_<date>_<pid>/sockets/raylet
         base = "/tmp"
-    return tempfile.mkdtemp(prefix="tcns-", dir=base)
+    remove_abandoned(Path(base))
+    folder = tempfile.mkdtemp(prefix="tcns-", dir=base)
+    Path(folder, DRIVER_FILE).write_text(str(os.getpid()))
+    return folder
+
+
+def remove_abandoned(base: Path) -> list[Path]:
+    """Remove the run folders in `base` that this user's drivers left behind when killed: those with a
+    driver file naming a process that no longer exists, and that no process runs from (a Ray session
+    that outlived its driver is left alone). Returns them."""
+    removed = []
+    for folder in base.glob("tcns-*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / DRIVER_FILE).read_text())
+        except (OSError, ValueError):  # not ours, not a run folder, or one being made or removed right now
+            continue
+        if not _alive(pid) and not _running_from(str(folder)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running_from(folder: str) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if folder.encode() in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 class RayRuntime:

@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tcnsearch._names import check_name
+from tcnsearch.data import prepare_data
 from tcnsearch.errors import UserError
 from tcnsearch.search.artifacts import artifact_folder, check_store
 from tcnsearch.search.dashboard import attach_section
@@ -110,8 +111,10 @@ def _top(source: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
 def promote(study: str, *, top: int = 5, preset: str | None = None, steps: int | None = None,
             storage: str | None = None, ray_address: str | None = None, gpu: str = "auto",
             study_name: str | None = None, progress: bool = True, artifacts: str | None = None,
-            runs: str | None = None, max_concurrent: int | None = None, trainable=None) -> PromotionResult:
-    """Train the top `top` configurations of `study` again at `preset` (or for `steps`), in a linked study.
+            runs: str | None = None, max_concurrent: int | None = None, data_path: str | None = None,
+            trainable=None) -> PromotionResult:
+    """Train the top `top` configurations of `study` again at `preset` (or for `steps`), in a linked study,
+    on `data_path` (default: the data set the study trained on).
 
     Raises:
         UserError: a missing study, one tcnsearch did not make, a Pareto study, `top` below 2 or above
@@ -135,6 +138,9 @@ def promote(study: str, *, top: int = 5, preset: str | None = None, steps: int |
         warmup = spec.train.get("warmup_steps", spec.base_config().warmup_steps)
         spec.train = spec.train | {"steps": steps, "warmup_steps": min(warmup, steps // 10)}
         spec.base_config()  # the overrides still make a valid run
+    given = prepare_data(spec.task, data_path or source.user_attrs.get("data"))
+    if given:
+        spec.train = spec.train | {"data_path": given}
     name = study_name or f"{study}-promoted-{preset}" + (f"-{steps}" if steps else "")
     folder = artifact_folder(url, artifacts)
     if spec.keep_best:

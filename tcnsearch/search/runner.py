@@ -150,7 +150,8 @@ def _study_attrs(plan: _Plan, profile: ProfileResult, notes: list[str]) -> dict:
             "device": profile.device.device_name, "profile_level": profile.spec.level,
             "profile_mode": profile.spec.mode, "profile_backend": profile.device.backend,
             "profile_precision": profile.device.dtype, "min_speedup": profile.spec.min_speedup,
-            "survivors": len(profile.kept()), **({"profile_warnings": notes} if notes else {})}
+            "survivors": len(profile.kept()), **({"profile_warnings": notes} if notes else {}),
+            **({"data": str(Path(spec.train["data_path"]).absolute())} if spec.train.get("data_path") else {})}
 
 
 def _open_study(plan: _Plan, rdb, engine, profile: ProfileResult, resume: bool

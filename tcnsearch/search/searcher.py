@@ -75,6 +75,7 @@ class StudySearcher(Searcher):
         self.multi_objective, self.latency_key = multi_objective, latency_key
         self.trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
         self.last: dict[str, dict] = {}
+        self.attempts: dict[str, dict] = {}  # Tune trial -> {attempt: (its first step, its last reported)}
         self.orphans: list[int] = []  # trials asked by a suggestion that failed: to fail as abandoned
         self.tune_trials: dict = {}  # Tune trial id -> Tune Trial, filled by the runner's callback
         self.lock = threading.Lock()  # the heartbeat thread reads `trials`
@@ -142,6 +143,12 @@ class StudySearcher(Searcher):
                     trial.set_user_attr(key, result[key])
         if "resumed_from" in result:
             trial.set_user_attr("resumed_from", int(result["resumed_from"]))
+        # Steps trained by every attempt of this trial, as far as their reports tell (a killed attempt's
+        # steps after its last report are not counted: at most one evaluation interval).
+        attempts = self.attempts.setdefault(trial_id, {})
+        begin, end = attempts.get(result.get("attempt"), (int(result.get("attempt_from", 0)), 0))
+        attempts[result.get("attempt")] = (begin, max(end, int(result["step"])))
+        trial.set_user_attr("steps_trained", sum(end - begin for begin, end in attempts.values()))
         value = result.get(self.metric)
         if not self.multi_objective and value is not None and math.isfinite(value):
             trial.report(float(value), step=int(result["step"]))
@@ -185,6 +192,7 @@ class StudySearcher(Searcher):
         with self.lock:
             self.trials.pop(trial_id, None)
         self.last.pop(trial_id, None)
+        self.attempts.pop(trial_id, None)
         self.finished += outcome is not None
         if outcome is not None:
             self.outcomes[outcome] += 1

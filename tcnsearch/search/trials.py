@@ -207,8 +207,8 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict:
         row["constraints"] = dict(t.constraints)
     for key in ("tcn", LATENCY, "tcn_fwdbwd_ms", "speedup_fwdbwd", "speedup_fwd", "speedup_fwdbwd_ci",
                 "speedup_fwd_ci", "source", "decision", "level", "receptive_field", "num_parameters", "device", "host",
-                "ray_node", "train_device", "resumed_from", FAIL_REASON, RETRY_OF, INFEASIBLE, WARM_START,
-                ABANDONED, PROMOTED_FROM, "repaired_from"):
+                "ray_node", "train_device", "resumed_from", "steps_trained", FAIL_REASON, RETRY_OF, INFEASIBLE,
+                WARM_START, ABANDONED, PROMOTED_FROM, "repaired_from"):
         if key in t.user_attrs:
             row[key] = t.user_attrs[key]
     return row

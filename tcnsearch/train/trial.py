@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import uuid
 from pathlib import Path
 
 import ray
@@ -89,6 +90,8 @@ def run_trial(config: dict) -> None:
             tune.report(result | {"checkpointed": step}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     restore = _restored()
+    # This attempt and where it started: the driver adds up the steps each attempt trained.
+    extra |= {"attempt": uuid.uuid4().hex[:12], "attempt_from": restore["step"] if restore is not None else 0}
     if restore is not None:
         extra["resumed_from"] = restore["step"]
     result = train(cfg, callback=report, progress=False, device=device, restore=restore,

@@ -1,24 +1,17 @@
 """The prepared GPU check: rehearsed on the CPU (every check runs, small), and refused without a GPU."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+from tests.benchmarks import load_benchmark, unload_benchmark
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    for name in ("ops", "train"):  # the benchmarks it imported from benchmarks/
-        sys.modules.pop(name, None)
+    yield load_benchmark("gpu_check")
+    unload_benchmark("gpu_check", "ops", "train")  # and the benchmarks it imported from benchmarks/
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: `make gpu-check` runs for real")

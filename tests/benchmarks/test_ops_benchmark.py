@@ -1,22 +1,17 @@
 """The benchmark runs and reports consistent numbers (the speed itself is not asserted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from tcnsearch.ops import receptive_field
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ops.py"
+from tests.benchmarks import load_benchmark, unload_benchmark
 
 
 @pytest.fixture(scope="module")
 def ops_bench():
-    spec = importlib.util.spec_from_file_location("ops_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    yield load_benchmark("ops")
+    unload_benchmark("ops")
 
 
 def test_dilation_rule_is_the_papers(ops_bench):

@@ -1,27 +1,20 @@
 """The replay benchmark on a small generated table: its ASHA rule, its regret and its report."""
 
 import gzip
-import importlib.util
 import itertools
 import json
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "search_quality.py"
+from tests.benchmarks import load_benchmark, unload_benchmark
 
 
 @pytest.fixture(scope="module")
 def sq():
-    spec = importlib.util.spec_from_file_location("search_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["search_quality"] = module  # the process pool pickles its worker function by module name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("search_quality", None)
+    yield load_benchmark("search_quality")
+    unload_benchmark("search_quality")
 
 
 @pytest.fixture(scope="module")
