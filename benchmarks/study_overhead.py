@@ -9,6 +9,12 @@ no per-trial result files. The issue's figure for the bare path on this machine:
     python benchmarks/study_overhead.py                 # 16 trivial trials each
     python benchmarks/study_overhead.py --tiny-study    # also: tcnsearch study assoc-recall --preset tiny
     python benchmarks/study_overhead.py --memory        # peak memory of the tiny study's processes
+    python benchmarks/study_overhead.py --checkpoints 3 # what checkpoints and kept weights cost a study
+
+--checkpoints N trains the same 6-trial study of the assoc-recall tiny model (300 steps, an
+evaluation every 50, no early stopping) N times with each trial checkpointed at every evaluation
+and the best 3 trials' weights kept, and N times with neither, alternating (one local Ray runtime,
+one database, the profile measured once before): the wall time of each, and the ratio per pair.
 
 --memory runs `tcnsearch study assoc-recall --preset tiny` as users do (a process of its own, a
 local Ray runtime) and samples its whole process tree every 0.2 s: the peak resident and
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +74,35 @@ def ours(trials: int, folder: Path) -> tuple[float, float]:
     wall = time.perf_counter() - start
     assert result.counts["COMPLETE"] == trials, result.counts
     return wall, result.elapsed_s
+
+
+def checkpoint_cost(folder: Path, pairs: int) -> list[dict]:
+    """Pairs of the same study with and without checkpoints and kept weights, alternating."""
+    from tcnsearch.search import run_study
+
+    doc = {"task": "assoc-recall", "objective": {"metric": "loss", "mode": "min"},
+           "train": {"steps": 300, "eval_every": 50},
+           "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}},
+           "profile": {"kernel_sizes": [3, 5], "dilation_factors": [2], "depths": [3], "per_block": [1],
+                       "min_receptive_field": 8, "min_speedup": 0.01},
+           "budget": {"trials": 6, "max_concurrent": 2}, "scheduler": {"type": "none"}}
+    url = f"sqlite:///{folder / 'checkpoints.db'}"
+    runs = []
+    for i in range(-1, pairs):  # -1: the profile and the data, measured before the pairs
+        row = {}
+        for key, every, keep in (("with", 1, 3), ("without", 0, 0)):
+            path = folder / f"ckpt-{key}.yaml"
+            path.write_text(yaml.safe_dump(doc | {"checkpoint_every": every, "keep_best": keep}))
+            start = time.perf_counter()
+            result = run_study(str(path), preset="tiny", storage=url, progress=False, study_name=f"{key}-{i}",
+                               artifacts=str(folder / "artifacts"))
+            row[key] = time.perf_counter() - start
+            assert result.counts["COMPLETE"] == 6, result.counts
+        if i >= 0:
+            runs.append(row)
+            print(f"pair {i + 1}: with {row['with']:.1f} s, without {row['without']:.1f} s, "
+                  f"ratio {row['with'] / row['without']:.3f}", flush=True)
+    return runs
 
 
 def _role(proc) -> str:
@@ -120,8 +156,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--tiny-study", action="store_true")
     parser.add_argument("--memory", action="store_true", help="only the tiny study's peak memory per process")
+    parser.add_argument("--checkpoints", type=int, default=0, metavar="N",
+                        help="only N pairs of a study with and without checkpoints and kept weights")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.checkpoints:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = checkpoint_cost(Path(tmp), args.checkpoints)
+        ratios = sorted(r["with"] / r["without"] for r in runs)
+        print(f"6 trials x 6 evaluations: with / without checkpoints and kept weights, per pair: "
+              f"median {statistics.median(ratios):.3f}, range [{ratios[0]:.3f}, {ratios[-1]:.3f}]")
+        return {"checkpoints": runs}
     if args.memory:
         with tempfile.TemporaryDirectory() as tmp:
             mem = memory(Path(tmp))
@@ -151,7 +196,7 @@ def main(argv=None) -> dict:
             start = time.perf_counter()
             res = run_study("assoc-recall", preset="tiny", storage=f"sqlite:///{tmp}/tiny.db", progress=False)
             report |= {"tiny_study_s": time.perf_counter() - start, "tiny_study_counts": res.counts,
-                       "tiny_best_accuracy": res.best[0]["values"][0] if res.best else None}
+                       "tiny_best_loss": res.best[0]["values"][0] if res.best else None}
     if args.json:
         print(json.dumps(report))
         return report
@@ -162,7 +207,7 @@ def main(argv=None) -> dict:
     print(f"ratio bare / ours: {report['bare_s_per_trial'] / report['ours_s_per_trial']:.2f}x")
     if args.tiny_study:
         print(f"tcnsearch study assoc-recall --preset tiny: {report['tiny_study_s']:.1f} s, "
-              f"{report['tiny_study_counts']}, best accuracy {report['tiny_best_accuracy']}")
+              f"{report['tiny_study_counts']}, best loss {report['tiny_best_loss']}")
     return report
 
 
