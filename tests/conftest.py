@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,8 +35,8 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'tcnsearch.db'}"
 
 
-@pytest.fixture(scope="session")
-def pg_url():
+@contextlib.contextmanager
+def _pg_database():
     """A database of its own on the PostgreSQL server, dropped afterwards; skipped without a server."""
     name = f"tcnsearch_test_{uuid.uuid4().hex[:10]}"
     try:
@@ -45,9 +46,25 @@ def pg_url():
                     "`make test` starts a local one if it is installed, or set TCNSEARCH_TEST_PG")
     with conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """One PostgreSQL database for the session (tests in it use names of their own)."""
+    with _pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_fresh_url():
+    """A PostgreSQL database for this test alone: for tests that read everything stored."""
+    with _pg_database() as url:
+        yield url
 
 
 def free_port() -> int:
@@ -66,13 +83,20 @@ def ray_head_process(temp: Path, *args: str):
     port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    head = subprocess.Popen(
-        [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-         f"--temp-dir={temp}", "--disable-usage-stats", "--block", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    log = temp.with_name(temp.name + "-head.log")
+    temp.parent.mkdir(parents=True, exist_ok=True)
+    # Ray puts Unix sockets in its temp folder (107 bytes a path at most): a short one of its own, not the
+    # test's (pytest-xdist makes those longer), removed afterwards.
+    session = tempfile.mkdtemp(prefix="ray-test-", dir="/tmp")
+    with open(log, "w") as out:
+        head = subprocess.Popen(
+            [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+             f"--temp-dir={session}", "--disable-usage-stats", "--block", *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         if not wait_for(lambda: listening(port) or head.poll() is not None, timeout=180) or head.poll() is not None:
-            raise RuntimeError(f"the test Ray head did not start (exit code {head.poll()})")
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"the test Ray head did not start (exit code {head.poll()}): {' | '.join(tail)}")
         yield f"127.0.0.1:{port}"
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -81,6 +105,7 @@ def ray_head_process(temp: Path, *args: str):
             head.wait(timeout=3)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)  # whatever of the group is left
+        shutil.rmtree(session, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ A, B = Structure(3, 2, 3, 1), Structure(5, 4, 3, 1)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def table(request):
-    engine = create_engine(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+    # Each test reads everything stored under its fingerprint: a database of its own, PostgreSQL's too.
+    engine = create_engine(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_fresh_url"))
     yield LatencyTable(engine)
     engine.dispose()
 
