@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check services bench lint gpu-check
+.PHONY: demo test check services bench bench-peers lint gpu-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,25 @@ bench: $(BIN)/.installed  ## every benchmark
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/attention_ablation.py
 	$(BIN)/python benchmarks/study_overhead.py --tiny-study
+
+# HEBO and SMAC3 beside the product on the replay benchmark, in a venv of their own: HEBO 0.3.6 pins
+# numpy<1.25, which must not reach the product's venv. It goes in --no-deps (it runs on numpy 2 with
+# pymoo 0.6.2 and gpytorch, the extra `peers`; GPy and catboost are for models it does not use here).
+# The venv carries a .gitignore of its own, as venvs of Python 3.13 do.
+PEERS_VENV ?= .venv-peers
+PEERS_BIN := $(PEERS_VENV)/bin
+
+$(PEERS_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	printf '*\n' > $(PEERS_VENV)/.gitignore
+	$(PEERS_BIN)/python -m pip install -q --upgrade pip
+	$(PEERS_BIN)/python -m pip install -q torch==2.13.0
+	$(PEERS_BIN)/python -m pip install -q -e '.[peers]' torch==2.13.0
+	$(PEERS_BIN)/python -m pip install -q --no-deps hebo==0.3.6
+	touch $@
+
+bench-peers: $(PEERS_BIN)/.installed  ## the replay benchmark with HEBO and SMAC3 beside the product (reduced: ~40 min on 2 busy cores)
+	nice -n 10 $(PEERS_BIN)/python benchmarks/search_quality.py --seeds 30 --gp-seeds 10 --peer-seeds 10
 
 gpu-check: $(BIN)/.installed  ## every CUDA path once, on a machine with a GPU (about 5 minutes): one table
 	$(BIN)/python benchmarks/gpu_check.py

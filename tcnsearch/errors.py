@@ -1,5 +1,6 @@
 """Errors that the CLI turns into one line on stderr and an exit code, and the readers that raise them."""
 
+import errno
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,28 @@ class UserError(Exception):
 
     The message says what is wrong and what to do about it.
     """
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The one line for a failure that is a full disk (a file, SQLite, PostgreSQL), else None.
+
+    What was committed before stays (SQLite and PostgreSQL keep a committed row through a full disk,
+    and every command continues what is stored), so the advice is to free space and run it again.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        where = None
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {exc.filename}" if exc.filename else ""
+        elif any(s in str(exc) for s in ("database or disk is full", "No space left on device",
+                                         "could not extend file", "DiskFull")):
+            where = " in the database"
+        if where is not None:
+            return (f"the disk is full{where}; what was stored before is kept: free some space and run the same "
+                    "command again to continue")
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "orig", None)
+    return None
 
 
 def validation_message(err: ValidationError, prefix: str = "") -> str:

@@ -5,6 +5,7 @@
     resolve_precision("auto", device)     # "bf16" on an A100/H100, "fp16" on a V100/T4, "fp32" on a CPU
     device_for_allocation("auto", ["0"], 1)   # what a Ray trial trains on: exactly what Ray gave it
     is_out_of_memory(err)                 # a result of its own, never "slower"
+    available_memory(device)              # what a run may still allocate: MemAvailable, or free GPU memory
 
 Every decision that a GPU run depends on is a pure function of what torch and Ray report
 (architecture lists, compute capabilities, free memory, GPU ids), so that it is tested on a
@@ -268,6 +269,50 @@ def free_memory(device: torch.device) -> int | None:
         return None
     free, _ = torch.cuda.mem_get_info(device)
     return free
+
+
+def parse_meminfo(text: str) -> int | None:
+    """MemAvailable of /proc/meminfo, in bytes: what can be allocated without swapping (None if absent)."""
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def cgroup_room(limit_text: str | None, usage_text: str | None) -> int | None:
+    """What a cgroup v2 memory limit (memory.max, memory.current) leaves; None where there is no limit."""
+    if not limit_text or not usage_text or limit_text.strip() == "max":
+        return None
+    try:
+        return max(0, int(limit_text) - int(usage_text))
+    except ValueError:
+        return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a run may still allocate on `device`: free GPU memory on a GPU; on the CPU MemAvailable (or a
+    container's cgroup limit, where that leaves less). None where it cannot be read."""
+    if device.type == "cuda":
+        return free_memory(device)
+    meminfo = _read("/proc/meminfo")
+    room = [v for v in (parse_meminfo(meminfo) if meminfo else None,
+                        cgroup_room(_read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")))
+            if v is not None]
+    return min(room) if room else None
+
+
+def format_bytes(n: float) -> str:
+    """1.5e9 -> '1.5 GB' (decimal units, as the refusals and the README state them)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1e3:.3g} kB"
 
 
 def local_target(gpu: str, ray_address: str | None) -> torch.device | None:

@@ -7,8 +7,14 @@ Passwords never reach an output: use `masked(url)` wherever a URL is shown.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
+import shutil
+import zlib
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -110,6 +116,8 @@ def create_engine(url: str | None = None, read_only: bool = False) -> Engine:
                                 "this user can write to")
     except (OperationalError, SQLAlchemyError, OSError) as err:
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if path is not None and "disk I/O error" in reason and _nearly_full(path):
+            raise OSError(errno.ENOSPC, "No space left on device", path) from None  # a full disk, not bad input
         if path is not None and ("not a database" in reason or "malformed" in reason):
             raise UserError(f"{path} is not an SQLite database or is damaged ({reason}); pass --storage a "
                             "tcnsearch database, or a new file name to start one") from None
@@ -134,7 +142,58 @@ def _check_sqlite_file(path: str, url: str, read_only: bool) -> None:
                         "writable location")
 
 
+def _nearly_full(path: str) -> bool:
+    """Whether the filesystem of an SQLite file has too little room left for its journal (1 MB)."""
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 1 << 20
+    except OSError:
+        return False
+
+
 def _sqlite_read_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=60000")
     cur.close()
+
+
+@contextlib.contextmanager
+def exclusive(engine: Engine, key: str, lock_file: str = "lock",
+              on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold `key` against every other process on this database: drivers that count a study's trials
+    and then ask for one, profiles that measure the same grid.
+
+    PostgreSQL: a transaction-scoped advisory lock per key (it goes with the connection, also when the
+    connection is lost); SQLite (one machine): the lock file `<database>.<lock_file>` beside it.
+    `on_wait` is called once if another process holds the lock, before waiting for it.
+    """
+    if engine.dialect.name == "postgresql":
+        conn = engine.connect()
+        try:
+            k = {"k": zlib.crc32(key.encode())}
+            if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), k).scalar():
+                if on_wait is not None:
+                    on_wait()
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), k)
+            yield
+        finally:
+            # A release that fails has released the lock (it ends with the transaction) and must not
+            # fail the work it guarded.
+            with contextlib.suppress(SQLAlchemyError):
+                conn.rollback()
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        # one lock file per database and purpose, whatever the key: SQLite serialises its writers anyway
+        with open(f"{engine.url.database}.{lock_file}", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    else:
+        yield

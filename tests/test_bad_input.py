@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import optuna
@@ -20,6 +22,7 @@ import yaml
 
 from tcnsearch.cli import main
 from tcnsearch.compat import optuna as compat
+from tests.data.test_archives import make_tar, member, patch_declared, zeros_zip
 from tests.search.conftest import SMALL, finished_study
 
 PG_DOWN = "postgresql+psycopg://user:s3cret-pw@127.0.0.1:1/db"
@@ -88,6 +91,7 @@ def world(tmp_path_factory):
     (studies / "grid-range.yaml").write_text(_study(SMALL | {"sampler": {"type": "grid"}}))
     (studies / "budget-zero.yaml").write_text(_study(SMALL | {"objective": {"metric": "loss", "max_latency_ms": 0}}))
     (studies / "a-folder.yaml").mkdir()
+    (studies / "too-wide.yaml").write_text(_study(SMALL | {"space": {"model.d_model": {"choices": [16, 200000]}}}))
     data = root / "data"
     data.mkdir()
     (data / "passwd.txt").write_text("root:x:0:0:root:/root:/bin/bash\n" * 30)
@@ -95,6 +99,18 @@ def world(tmp_path_factory):
         zf.writestr("readme.txt", "not enwik8")
     (data / "broken.zip").write_bytes(b"PK\x03\x04" + os.urandom(200))
     (data / "folder").mkdir()
+    # hostile archives: a bomb, a member that inflates past its claim, names outside, a link
+    zeros_zip(data / "bomb.zip", 20)
+    with zipfile.ZipFile(data / "liar.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("enwik8", b"abc" * 100_000)
+    patch_declared(data / "liar.zip", 1000, crc=zlib.crc32((b"abc" * 334)[:1000]))
+    with zipfile.ZipFile(data / "escape.zip", "w") as zf:
+        zf.writestr("enwik8", b"x" * 100)
+        zf.writestr("../../escaped", b"x")
+    make_tar(data / "link.tar.gz", [(member("cifar-10-batches-bin/test_batch.bin", tarfile.SYMTYPE,
+                                            linkname="/etc/passwd"), None)])
+    make_tar(data / "escape.tar", [(member("/tmp/listops-1000/basic_train.tsv"), b"Source\tTarget\n")], mode="w")
+    make_tar(data / "bomb.tar.gz", [(member("aclImdb/train/pos/0_9.txt"), bytes(20 << 20))])
     ckpt = root / "ckpt"
     ckpt.mkdir()
     torch.save({"model": _Planted(root / "PLANTED"), "optimizer": {}, "scheduler": {}, "sampler": None, "step": 0,
@@ -120,6 +136,10 @@ CASES = [
     (["profile", "--lengths", "0"], "lengths must be >= 1"),
     (["profile", "--lengths", "99999999999"], "lengths must be <= "),
     (["profile", "--lengths", "4096", "--channels", "100000", "--batch", "100000"], "at most 2^31"),
+    (["profile", "--lengths", "4194304", "--channels", "512"], "the profile needs ~"),
+    (["profile", "--kernel-sizes", ",".join(map(str, range(2, 1002))), "--dilation-factors",
+      ",".join(map(str, range(1, 1001)))], "the grid has 10,000,000 candidates, more than 10,000"),
+    (["profile", "--max-candidates", "0"], "max_candidates"),
     (["profile", "--dilation-factors", "0"], "dilation_factors must be >= 1"),
     (["profile", "--depths", "0"], "depths must be >= 1"),
     (["profile", "--depths", "1000"], "depths must be <= 64"),
@@ -187,6 +207,7 @@ CASES = [
     (["study", "studies/sampler-unknown.yaml"], "sampler.type"),
     (["study", "studies/grid-range.yaml"], "the grid sampler needs choices"),
     (["study", "studies/budget-zero.yaml"], "objective.max_latency_ms"),
+    (["study", "studies/too-wide.yaml"], "the largest trial (model.d_model=200000"),
     (["study", "assoc-recall", "--sampler", "cmaes"], "Invalid value for '--sampler'"),
     (["study", "assoc-recall", "--enqueue", "5,4"], "give 'paper' or a structure as K,f,D,B"),
     (["study", "assoc-recall", "--warm-start", "nope"], "--warm-start 'nope': no such study"),
@@ -216,6 +237,9 @@ CASES = [
     (["train", "assoc-recall", "--set", "model.activation_dropout=1.5"], "model.activation_dropout"),
     (["train", "assoc-recall", "--set", "model.ema_truncation=0"], "model.ema_truncation"),
     (["train", "assoc-recall", "--set", "steps=0"], "steps"),
+    (["train", "assoc-recall", "--set", "model.d_model=200000"], "the model needs ~"),
+    (["train", "assoc-recall", "--set", "seq_len=100000000"], "(its data set ~"),
+    (["train", "assoc-recall", "--set", "micro_batch=0"], "micro_batch"),
     (["train", "assoc-recall", "--resume"], "--resume needs --checkpoint"),
     (["train", "assoc-recall", "--checkpoint", "ckpt/planted.pt", "--resume"], "not a loadable tcnsearch checkpoint"),
     (["train", "assoc-recall", "--checkpoint", "ckpt/text.pt", "--resume"], "not a loadable tcnsearch checkpoint"),
@@ -225,6 +249,11 @@ CASES = [
     (["train", "enwik8", "--data", "data/nomember.zip"], "has no 'enwik8' member"),
     (["train", "enwik8", "--data", "data/broken.zip"], "cannot be read"),
     (["train", "enwik8", "--data", "data/folder"], "is a folder"),
+    (["train", "enwik8", "--data", "data/bomb.zip"], "a zip bomb"),
+    (["train", "enwik8", "--data", "data/escape.zip"], "would land outside"),
+    (["study", "enwik8", "--data", "data/liar.zip"], "inflates beyond the 1,000 bytes it declares"),
+    (["train", "lra-image", "--data", "data/link.tar.gz"], "is a link"),
+    (["study", "lra-text", "--data", "data/bomb.tar.gz"], "a zip bomb"),
     # report and dashboard: reading commands create nothing
     (["report", "nope"], "no study 'nope'"),
     (["report", "kept", "--storage", "sqlite:///missing.db"], "no database at missing.db"),
@@ -238,6 +267,9 @@ CASES = [
     (["data", "prepare", "enwik8", "--data", "data/nomember.zip"], "has no 'enwik8' member"),
     (["data", "prepare", "enwik8", "--data", "data/broken.zip"], "cannot be read"),
     (["data", "prepare", "enwik8", "--data", "data/missing.zip"], "no data set at"),
+    (["data", "prepare", "enwik8", "--data", "data/liar.zip"], "inflates beyond"),
+    (["data", "prepare", "lra-listops", "--data", "data/escape.tar"], "would land outside"),
+    (["data", "prepare", "lra-image", "--data", "data/passwd.txt"], "neither a folder nor a tar"),
     (["data", "download", "nope"], "Invalid value for '{enwik8}'"),
     (["data", "generate", "assoc-recall", "--out", "x.pt", "--examples", "0"], "Invalid value for '--examples'"),
     # export, promote and train's pick: studies, trials, artifacts

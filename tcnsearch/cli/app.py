@@ -22,7 +22,7 @@ from tcnsearch.cli.studies import (
     study_command,
 )
 from tcnsearch.cli.training import data, train_command
-from tcnsearch.errors import UserError
+from tcnsearch.errors import UserError, disk_full
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a failure while running: one line, the traceback on request
         if os.environ.get("TCNSEARCH_DEBUG"):
             raise
+        if (full := disk_full(exc)) is not None:
+            click.echo(f"tcnsearch: failed: {full}", err=True)
+            return 1
         click.echo(f"tcnsearch: failed: {type(exc).__name__}: {exc} (TCNSEARCH_DEBUG=1 shows the traceback)",
                    err=True)
         return 1

@@ -18,7 +18,7 @@ def print_profile(result: ProfileResult, report: Path, console: Console | None =
     cols = [Col("TCN"), Col("R", right=True, drop=3), Col("decision"),
             Col("fwd x [95% CI]", right=True, drop=0 if not train_mode else 2),
             Col("train x [95% CI]", right=True, drop=2 if not train_mode else 0), Col("pairs", right=True, drop=1)]
-    rows = [[r["tcn"], str(r["receptive_field"]), r["decision"] + (" (pred.)" if r["source"] == "predicted" else ""),
+    rows = [[r["tcn"], str(r["receptive_field"]), r["decision"] + _source_tag(r),
              speedup_text(r, "speedup_fwd"), speedup_text(r, "speedup_fwdbwd"), str(r["n_pairs"])]
             for r in result.survivors + result.undecided]
     console = console or Console()
@@ -33,9 +33,20 @@ def print_profile(result: ProfileResult, report: Path, console: Console | None =
                       f"'slower': measured again next run), e.g. {result.oom[0]['tcn']}: {result.oom[0]['error']}")
     console.print(f"{len(result.survivors)} survive, {len(result.undecided)} undecided, {result.count('rejected')} "
                   f"rejected of {len(result.candidates)} candidates ({result.predicted} predicted by the latency "
-                  f"model); measured {result.measured} ({result.pairs} pairs), from the table {result.cached}, "
-                  f"{len(result.failed)} failed, {result.count('oom')} out of memory; {result.elapsed_s:.1f} s. "
-                  f"Stored in {result.storage}. Report: {report}")
+                  f"model{_extrapolated(result)}); measured {result.measured} ({result.pairs} pairs), from the table "
+                  f"{result.cached}, {len(result.failed)} failed, {result.count('oom')} out of memory; "
+                  f"{result.elapsed_s:.1f} s. Stored in {result.storage}. Report: {report}")
+
+
+def _source_tag(row: dict) -> str:
+    if row.get("extrapolated"):
+        return f" (pred., extrapolated {','.join(row['extrapolated_axes'])})"
+    return " (pred.)" if row["source"] == "predicted" else ""
+
+
+def _extrapolated(result: ProfileResult) -> str:
+    n = result.count_extrapolated()
+    return f", {n} of them extrapolated beyond the measured range" if n else ""
 
 
 def print_stored_profiles(rows: list[dict]) -> None:

@@ -62,6 +62,8 @@ def _receptive_field_rule(ctx, param, value: str | None):
 @click.option("--strategy", type=click.Choice(["adaptive", "full"]),
               help="adaptive (default): a spread-out sample, then only what the latency model cannot decide; "
                    "full: measure every candidate.")
+@click.option("--max-candidates", type=int, help="Refuse a grid of more structures than this (10,000), counted "
+                                                 "before any is built.")
 @click.option("--predict", is_flag=True, help="Measure nothing: fill the grid from the latency model fitted to "
                                               "what is stored for this device and level.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -73,7 +75,8 @@ def _receptive_field_rule(ctx, param, value: str | None):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, channels, batch, ema_dim, dtype,
             bidirectional, mode, min_speedup, min_receptive_field, force, ray_address, level, precision, max_time,
-            min_pairs, threads, undecided, strategy, predict, out, list_only, study_file, storage, as_json):
+            min_pairs, threads, undecided, strategy, max_candidates, predict, out, list_only, study_file, storage,
+            as_json):
     """Time candidate TCN structures against MEGA's EMA on a device and keep the faster ones.
 
     Each candidate runs in interleaved blocks with the EMA; each pair of blocks gives one speedup,
@@ -93,7 +96,7 @@ def profile(gpu, lengths, kernel_sizes, dilation_factors, depths, per_block, cha
         "bidirectional": bidirectional, "mode": mode, "min_speedup": min_speedup,
         "min_receptive_field": min_receptive_field, "level": level, "precision": precision,
         "max_time": max_time, "min_pairs": min_pairs, "threads": threads, "undecided": undecided,
-        "strategy": strategy,
+        "strategy": strategy, "max_candidates": max_candidates,
     }
     given = {k: v for k, v in given.items() if v is not None}  # unset flags keep the spec's defaults
     if given.get("min_receptive_field") == "none":

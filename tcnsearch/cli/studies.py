@@ -31,7 +31,8 @@ from tcnsearch.cli.options import GPU_HELP, STORAGE_OPTION, emit_json, show
 @click.option("--study-name", help="Name in the database (default: NAME-PRESET, -pareto if multi-objective).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: the study file's).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
-              help="enwik8: a local enwik8.zip or enwik8 (default: download once); LRA: the lra_release folder.")
+              help="enwik8: a local enwik8.zip or enwik8 (default: download once); LRA: lra_release.gz "
+                   "(or a task's .tar.gz) or its folder.")
 @click.option("--sampler", type=click.Choice(SAMPLERS),
               help="The Optuna sampler (default: the study file's sampler:, else the GP).")
 @click.option("--enqueue", multiple=True, metavar="paper|K,f,D,B",

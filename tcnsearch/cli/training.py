@@ -20,8 +20,9 @@ from tcnsearch.errors import UserError
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set lr=3e-3 --set model.tcn.depth=3 (repeatable).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path),
-              help="enwik8: a local enwik8.zip or enwik8 instead of the download; LRA: the unpacked "
-                   "lra_release folder (ListOps without it is generated).")
+              help="enwik8: a local enwik8.zip or enwik8 instead of the download; LRA: lra_release.gz (or a "
+                   "task's .tar.gz), checked and unpacked into the cache, or its folder (ListOps without it is "
+                   "generated).")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Train a study's pick: a config `tcnsearch export` wrote (its TCN and searched settings).")
 @click.option("--from-study", metavar="STUDY", help="Train a stored study's pick directly (--trial N, default "
@@ -96,16 +97,20 @@ def data_download(dataset, directory, as_json):
 
 
 @data.command("prepare")
-@click.argument("dataset", type=click.Choice(["enwik8"]))
+@click.argument("dataset", type=click.Choice(["enwik8", *(t for t in TASKS if t.startswith("lra-"))]))
 @click.option("--data", "source", type=click.Path(path_type=Path), required=True,
-              help="A local copy: enwik8.zip or the unzipped enwik8.")
+              help="A local copy: enwik8.zip or the unzipped enwik8; LRA: lra_release.gz, a task's .tar.gz "
+                   "(cifar-10-binary.tar.gz, aclImdb_v1.tar.gz) or the unpacked folder.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def data_prepare(dataset, source, directory, as_json):
-    """Check and unpack a local copy of DATASET."""
-    from tcnsearch.data import enwik8
+    """Check and unpack a local copy of DATASET (an archive is checked before anything is written)."""
+    from tcnsearch.data import enwik8, lra
 
-    path = enwik8.prepare(source, directory)
+    if dataset == "enwik8":
+        path = enwik8.prepare(source, directory)
+    else:
+        path = lra.prepare(dataset.removeprefix("lra-"), source, directory)
     _report_data(dataset, path, as_json)
 
 
@@ -130,7 +135,8 @@ def data_generate(dataset, out, examples, seq_len, vocab_size, seed, as_json):
 
 
 def _report_data(dataset: str, path: Path, as_json: bool, **extra) -> None:
-    doc = {"dataset": dataset, "path": str(path), "bytes": path.stat().st_size, **extra}
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    doc = {"dataset": dataset, "path": str(path), "bytes": size, **extra}
     if as_json:
         emit_json(doc)
     else:

@@ -15,12 +15,20 @@
 - GPSampler's fit-and-propose (`_sample_relative_impl`), its start-up count (`_n_startup_trials`)
   and an uncached trial list (`Study._get_trials(use_cache=False)`): tcnsearch's GP fits the
   trials ASHA stopped as well, which GPSampler offers no hook for.
+- How many trials a study holds, counted by the database (RDBStorage's `get_n_trials` reads every
+  trial to count them, which a resumed study of thousands does not need).
+- Optuna's cache of finished trials over an RDBStorage (`storages._CachedStorage`, what a study
+  opened on an RDBStorage reads through): for optuna-dashboard, which otherwise reads a study's
+  every trial again each time its 10 s cache of them expires.
+- The non-domination rank of loss values (`_fast_non_domination_rank`): which trials are the best of
+  a big study, the ones its GP keeps fitting.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
@@ -64,6 +72,38 @@ def gp_sample(sampler: optuna.samplers.GPSampler, study: optuna.Study, finished:
               running: list[FrozenTrial], search_space: dict) -> dict:
     """GPSampler's own fit on `finished` (pending points: `running`) and its proposal in `search_space`."""
     return sampler._sample_relative_impl(study, finished, running, search_space)
+
+
+def cached(storage: optuna.storages.RDBStorage) -> BaseStorage:
+    """`storage` behind Optuna's cache of finished trials (which Optuna never changes): each read of a study's
+    trials after the first fetches only the unfinished and the new ones."""
+    return optuna.storages._CachedStorage(storage)
+
+
+def trial_count(study: optuna.Study) -> int:
+    """How many trials `study` holds: a COUNT in the database on an RDBStorage, else the trials read."""
+    rdb = getattr(study._storage, "_backend", study._storage)  # optuna wraps an RDBStorage in a cache
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return len(study.get_trials(deepcopy=False))
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    session = rdb.scoped_session()
+    try:
+        count = session.scalar(sa.select(sa.func.count(models.TrialModel.trial_id))
+                               .where(models.TrialModel.study_id == study._study_id))
+        session.commit()
+    finally:
+        session.close()
+    return int(count)
+
+
+def nondomination_rank(losses: np.ndarray, n_below: int) -> np.ndarray:
+    """Each row's non-domination rank among `losses` (n, objectives; lower is better; 0: on the front), exact
+    for the best `n_below` rows and worse than theirs for the others."""
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    return _fast_non_domination_rank(losses, n_below=n_below)
 
 
 def running_without_heartbeat(study: optuna.Study, older_than_s: float) -> list[int]:

@@ -15,26 +15,27 @@ a custom byte corpus and split 90/5/5 by length, which for enwik8 itself is exac
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tcnsearch.data import archives
+from tcnsearch.data.archives import data_dir
 from tcnsearch.errors import UserError
 
 URL = "http://mattmahoney.net/dc/enwik8.zip"
 MD5 = "a1fa5ffddb56f4953e226637dabbb36a"
 SIZE = 100_000_000
 SPLITS = {"train": (0.0, 0.9), "valid": (0.9, 0.95), "test": (0.95, 1.0)}
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("TCNSEARCH_DATA", Path.home() / ".cache" / "tcnsearch" / "data"))
+# enwik8.zip holds one member and unpacks 2.8x; 1 GiB leaves room for a larger custom corpus.
+LIMITS = archives.Limits(max_members=64, max_bytes=1 << 30, max_ratio=100.0)
+_HINT = "pass the Hutter Prize enwik8.zip or the unzipped enwik8"
 
 
 def md5sum(path: Path) -> str:
@@ -48,27 +49,30 @@ def md5sum(path: Path) -> str:
 def _extract(archive: Path, target: Path) -> Path:
     """Unpack the archive's `enwik8` member next to `target`, check it, then move it into place.
 
-    Nothing enters the cache unchecked: an archive without that member, a member that is not what
-    it claims (100,000,000 bytes with another MD5) or a torn extraction leaves `target` as it was.
+    Nothing enters the cache unchecked: the archive is checked first (archives.check_zip: member
+    names and types, count, declared sizes, compression ratio), then the member is copied no further
+    than its declared size; an archive without that member, a member that is not what it claims
+    (100,000,000 bytes with another MD5) or a torn extraction leaves `target` as it was.
     """
     tmp = target.with_name(f".{target.name}.part")
-    created = not target.parent.exists()
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
         with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-            members = [n for n in names if n.rstrip("/").split("/")[-1] == "enwik8" and not n.endswith("/")]
+            infos = archives.check_zip(zf, archive, LIMITS, hint=_HINT)
+            members = [i for i in infos if i.filename.rstrip("/").split("/")[-1] == "enwik8" and not i.is_dir()]
             if not members:
+                names = [i.filename for i in infos]
                 shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
-                raise UserError(f"{archive} has no 'enwik8' member (it holds: {shown or 'nothing'}); "
-                                "pass the Hutter Prize enwik8.zip or the unzipped enwik8")
+                raise UserError(f"{archive} has no 'enwik8' member (it holds: {shown or 'nothing'}); {_HINT}")
+            archives.check_space(archive, target, members[0].file_size, hint=_HINT)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(members[0]) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
+            with open(tmp, "wb") as dst:
+                archives.copy_member(zf, members[0], dst, archive, hint=_HINT)
         _check(tmp, shown_as=f"{archive}:enwik8")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, UserError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, UserError) as err:
         tmp.unlink(missing_ok=True)
-        if created:
-            shutil.rmtree(target.parent, ignore_errors=True)  # the cache folder this call made, now empty
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)  # the cache folders this call made, now empty
         if isinstance(err, UserError):
             raise
         raise UserError(f"{archive} is not a readable enwik8.zip ({err}); delete it and download again") from None

@@ -1,11 +1,16 @@
 """The Long Range Arena (Tay et al., 2021): six classification tasks, read from their release layout.
 
-    root/listops-1000/basic_{train,val,test}.tsv           ListOps: Source \\t Target, 10 classes
-    root/aclImdb/{train,test}/{pos,neg}/*.txt                Text: IMDB reviews as bytes, 2 classes
-    root/tsv_data/new_aan_pairs.{train,eval,test}.tsv        Retrieval: label \\t id1 \\t id2 \\t text1 \\t text2
-    root/cifar-10-batches-py/{data_batch_1..5,test_batch}    Image: CIFAR-10 in grayscale, 1024 pixels
-    root/pathfinder32/<difficulty>/metadata/*.npy            Pathfinder: text lines "dir file _ label ..."
-    root/pathfinder128/<difficulty>/metadata/*.npy           Path-X: the same at 128x128
+    root/listops-1000/basic_{train,val,test}.tsv             ListOps: Source \\t Target, 10 classes
+    root/aclImdb/{train,test}/{pos,neg}/*.txt                  Text: IMDB reviews as bytes, 2 classes
+    root/tsv_data/new_aan_pairs.{train,eval,test}.tsv          Retrieval: label \\t id1 \\t id2 \\t text1 \\t text2
+    root/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin Image: CIFAR-10 (binary version) in grayscale
+    root/pathfinder32/<difficulty>/metadata/*.npy              Pathfinder: text lines "dir file _ label ..."
+    root/pathfinder128/<difficulty>/metadata/*.npy             Path-X: the same at 128x128
+
+`--data` is that folder, or an archive (a tar or tar.gz: lra_release.gz, aclImdb_v1.tar.gz,
+cifar-10-binary.tar.gz) that `prepare` checks and unpacks into the data cache; the task's folder
+may lie up to two levels down (lra_release/listops-1000). CIFAR-10 is read from its binary
+version, never from the pickled python one (unpickling a crafted file runs code).
 
 Every task becomes token ids, padded to the task's length with a padding mask, and a label.
 Bytes and pixels are their own ids (0..255); ListOps uses the small vocabulary below.
@@ -15,7 +20,7 @@ ListOps can also be generated offline with the benchmark's own rules (`generate_
 from __future__ import annotations
 
 import csv
-import pickle
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tcnsearch.data import archives
 from tcnsearch.errors import UserError
 
 TASKS = {  # name: (max length, classes)
@@ -34,6 +40,12 @@ _LISTOPS_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "b
 LISTOPS_VOCAB = ["<pad>", *[str(d) for d in range(10)], "[MIN", "[MAX", "[MED", "[SM", "]", "(", ")"]
 _LISTOPS_ID = {tok: i for i, tok in enumerate(LISTOPS_VOCAB)}
 csv.field_size_limit(1 << 30)
+FOLDERS = {"listops": "listops-1000", "text": "aclImdb", "retrieval": "tsv_data", "image": "cifar-10-batches-bin",
+           "pathfinder": "pathfinder32", "pathx": "pathfinder128"}
+# lra_release.gz is gigabytes of small files (PNGs, text): the caps leave it room, the ratio still stops a bomb.
+LIMITS = archives.Limits(max_members=5_000_000, max_bytes=256 << 30, max_ratio=100.0)
+_DOWNLOAD = ("download lra_release.gz from the Long Range Arena repository (text: aclImdb_v1.tar.gz, image: "
+             "cifar-10-binary.tar.gz) and pass the archive or its unpacked folder to --data")
 
 
 @dataclass
@@ -62,9 +74,39 @@ def _pad(rows: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor
 
 def _need(path: Path, task: str) -> Path:
     if not path.exists():
-        raise UserError(f"LRA {task}: {path} not found; download lra_release.gz from the Long Range Arena "
-                        "repository, unpack it, and pass its folder to --data")
+        raise UserError(f"LRA {task}: {path} not found; {_DOWNLOAD}")
     return path
+
+
+def locate(task: str, folder: Path) -> Path:
+    """The folder holding `task`'s release folder: `folder` itself or one up to two levels below it."""
+    folder = Path(folder)
+    name = FOLDERS[task]
+    found = [folder] if (folder / name).exists() else sorted(p.parent for p in folder.glob(f"*/{name}"))
+    found = found or sorted(p.parent for p in folder.glob(f"*/*/{name}"))
+    return found[0] if found else folder
+
+
+def prepare(task: str, source: Path | str, directory: Path | None = None) -> Path:
+    """The folder to read `task` from: `source` if a folder, else its archive checked and unpacked into the
+    cache (`directory`, default $TCNSEARCH_DATA) once, reused while the archive is unchanged.
+
+    Raises:
+        UserError: no such path, not a folder nor a tar archive, or an archive archives.unpack_tar refuses.
+    """
+    if task not in TASKS:
+        raise UserError(f"unknown LRA task {task!r}; choose one of {', '.join(TASKS)}")
+    source = Path(source)
+    if source.is_dir():
+        return locate(task, source)
+    if not source.exists():
+        raise UserError(f"--data {source}: not found; {_DOWNLOAD}")
+    if not archives.is_tar(source):
+        raise UserError(f"--data {source}: neither a folder nor a tar or tar.gz archive; {_DOWNLOAD}")
+    name = source.name.split(".")[0] or "archive"
+    where = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]  # two archives of one name: two folders
+    target = Path(directory or archives.data_dir()) / "lra" / f"{name}-{where}"
+    return locate(task, archives.unpack_tar(source, target, LIMITS, hint=_DOWNLOAD))
 
 
 # -- ListOps -------------------------------------------------------------------------------------
@@ -77,7 +119,7 @@ def tokenize_listops(source: str) -> list[int]:
 
 
 def load_listops(root: Path, split: str, length: int) -> Classification:
-    path = _need(Path(root) / "listops-1000" / _LISTOPS_FILES[split], "listops")
+    path = _need(Path(root) / FOLDERS["listops"] / _LISTOPS_FILES[split], "listops")
     rows, labels = [], []
     with open(path, newline="") as fh:
         for record in csv.DictReader(fh, delimiter="\t"):
@@ -165,7 +207,7 @@ def write_listops(root: Path, sizes: dict[str, int], seed: int = 0, **kwargs) ->
 
 def load_text(root: Path, split: str, length: int) -> Classification:
     """IMDB reviews as bytes. The release has train and test; val is the test set, as in LRA."""
-    folder = _need(Path(root) / "aclImdb" / ("train" if split == "train" else "test"), "text")
+    folder = _need(Path(root) / FOLDERS["text"] / ("train" if split == "train" else "test"), "text")
     rows, labels = [], []
     for label, name in ((0, "neg"), (1, "pos")):
         for path in sorted((folder / name).glob("*.txt")):
@@ -177,7 +219,7 @@ def load_text(root: Path, split: str, length: int) -> Classification:
 
 def load_retrieval(root: Path, split: str, length: int) -> Classification:
     name = {"train": "train", "val": "eval", "test": "test"}[split]
-    path = _need(Path(root) / "tsv_data" / f"new_aan_pairs.{name}.tsv", "retrieval")
+    path = _need(Path(root) / FOLDERS["retrieval"] / f"new_aan_pairs.{name}.tsv", "retrieval")
     docs1, docs2, labels = [], [], []
     with open(path, newline="", encoding="utf-8") as fh:
         for record in csv.reader(fh, delimiter="\t"):
@@ -196,18 +238,25 @@ def load_retrieval(root: Path, split: str, length: int) -> Classification:
 
 def load_image(root: Path, split: str, length: int = 1024) -> Classification:
     """CIFAR-10 in grayscale (0.2989 R + 0.5870 G + 0.1140 B, as tf.image.rgb_to_grayscale), 1024 pixels.
-    Train: batches 1-4; val: batch 5; test: test_batch."""
-    folder = _need(Path(root) / "cifar-10-batches-py", "image")
+    Train: batches 1-4; val: batch 5; test: test_batch. Each .bin file is records of 3073 bytes: the
+    label, then 1024 red, 1024 green and 1024 blue pixels (32x32, row by row)."""
+    folder = _need(Path(root) / FOLDERS["image"], "image")
     names = {"train": [f"data_batch_{i}" for i in range(1, 5)], "val": ["data_batch_5"], "test": ["test_batch"]}[split]
     pixels, labels = [], []
     for name in names:
-        with open(_need(folder / name, "image"), "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
-        rgb = np.asarray(batch[b"data"], dtype=np.float32).reshape(-1, 3, 1024)
+        path = _need(folder / f"{name}.bin", "image")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size == 0 or raw.size % 3073:
+            raise UserError(f"LRA image: {path} holds {raw.size:,} bytes, not whole CIFAR-10 records of 3073 "
+                            "(1 label byte + 3072 pixels); download cifar-10-binary.tar.gz again")
+        records = raw.reshape(-1, 3073)
+        if records[:, 0].max() > 9:
+            raise UserError(f"LRA image: {path} has a label above 9; it is not CIFAR-10's binary version")
+        rgb = records[:, 1:].astype(np.float32).reshape(-1, 3, 1024)
         pixels.append(np.rint(rgb[:, 0] * 0.2989 + rgb[:, 1] * 0.5870 + rgb[:, 2] * 0.1140).clip(0, 255))
-        labels += list(batch[b"labels"])
+        labels.append(records[:, 0].astype(np.int64))
     ids = torch.from_numpy(np.concatenate(pixels).astype(np.int64))[:, :length]
-    return Classification(ids, torch.zeros_like(ids, dtype=torch.bool), torch.tensor(labels))
+    return Classification(ids, torch.zeros_like(ids, dtype=torch.bool), torch.from_numpy(np.concatenate(labels)))
 
 
 def load_pathfinder(root: Path, split: str, length: int, resolution: int = 32) -> Classification:

@@ -102,10 +102,11 @@ class LRATask:
         else:
             if cfg.data_path is None:
                 raise UserError(f"LRA {self.name} needs its data: download lra_release.gz from the Long Range "
-                                "Arena repository, unpack it, and pass the folder with --data")
+                                "Arena repository and pass it (or its unpacked folder) with --data")
+            root = lra.prepare(self.name, cfg.data_path)  # an archive is checked and unpacked once, then reused
             self.vocab_size = len(lra.LISTOPS_VOCAB) if self.name == "listops" else 256
-            self.train = lra.load(self.name, cfg.data_path, "train", cfg.seq_len)
-            self.valid = lra.load(self.name, cfg.data_path, "val", cfg.seq_len)
+            self.train = lra.load(self.name, root, "train", cfg.seq_len)
+            self.valid = lra.load(self.name, root, "val", cfg.seq_len)
 
     def _generated(self, n: int, seed: int) -> lra.Classification:
         low, high = self.cfg.listops_lengths
@@ -148,8 +149,10 @@ def prepare_data(task: str, data_path: str | None) -> str | None:
     if task == "enwik8":
         return str(enwik8.prepare(Path(data_path) if data_path else None))
     if task.startswith("lra-") and task != "lra-listops" and not data_path:
-        raise UserError(f"{task} needs its data: download lra_release.gz from the Long Range Arena repository, "
-                        "unpack it, and pass the folder with --data")
+        raise UserError(f"{task} needs its data: download lra_release.gz from the Long Range Arena repository "
+                        "and pass it (or its unpacked folder) with --data")
+    if task.startswith("lra-") and data_path:
+        return str(lra.prepare(task.removeprefix("lra-"), data_path))
     if data_path and not Path(data_path).exists():
         raise UserError(f"--data {data_path}: not found")
     return data_path

@@ -9,12 +9,13 @@ Modules, in the order the data flows: candidates (the grid and its settings), le
 timed: operator, layer, model), measure (paired rounds, bootstrap intervals, the local measurer),
 rounds (a profile's measuring session), table (the latency table), latency_model (predictions for
 what was not measured), result (decisions, rows, the survivor record), runner (run_profile),
-figures (plots of a profile).
+figures (plots of a profile), budget (what a profile holds in memory, checked before it starts).
 """
 
+from tcnsearch.profile.budget import check_memory, estimate_profile
 from tcnsearch.profile.candidates import LEVELS, ProfileSpec, make_spec
 from tcnsearch.profile.devices import Fingerprint, default_cpu_threads, fingerprint
-from tcnsearch.profile.figures import dashboard_figure, profile_figures, profile_note, speedup_text
+from tcnsearch.profile.figures import dashboard_figure, profile_figures, profile_note, source_text, speedup_text
 from tcnsearch.profile.latency_model import LatencyModel
 from tcnsearch.profile.levels import METRICS, Shape, swap_tcn_for_ema
 from tcnsearch.profile.measure import LocalMeasurer, PairedSession, median_interval
@@ -37,9 +38,11 @@ __all__ = [
     "Shape",
     "Survivor",
     "assemble",
+    "check_memory",
     "dashboard_figure",
     "decision",
     "default_cpu_threads",
+    "estimate_profile",
     "finished",
     "fingerprint",
     "make_spec",
@@ -48,6 +51,7 @@ __all__ = [
     "profile_note",
     "run_profile",
     "shapes_of",
+    "source_text",
     "speedup_text",
     "spread_sample",
     "swap_tcn_for_ema",

@@ -54,6 +54,8 @@ class ProfileSpec(BaseModel):
         default=None, ge=1, le=1024, description="CPU threads to measure with (default: all cores but one); a study "
                                                  "measures with its trials' cpus_per_trial")
     undecided: Literal["keep", "drop"] = Field(default="drop", description="what a study does with close calls")
+    max_candidates: int = Field(default=10_000, ge=1, le=1_000_000,
+                                description="refuse a grid of more structures than this (K x f x D x B values)")
     strategy: Literal["adaptive", "full"] = Field(
         default="adaptive", description="adaptive: a spread-out sample, then only what the latency model cannot "
                                         "decide; full: measure every candidate")
@@ -81,9 +83,10 @@ class ProfileSpec(BaseModel):
             bad = [v for v in getattr(self, name) if v > high]
             if bad:
                 raise ValueError(f"{name} must be <= {high}, got {bad}")
-        size = len(self.kernel_sizes) * len(self.dilation_factors) * len(self.depths) * len(self.per_block)
-        if size > 100_000:
-            raise ValueError(f"the grid has {size:,} structures; at most 100,000 (narrow the lists)")
+        size = self.grid_size
+        if size > self.max_candidates:
+            raise ValueError(f"the grid has {size:,} candidates, more than {self.max_candidates:,}; narrow the "
+                             "lists, or raise the cap with --max-candidates (max_candidates in a study's profile:)")
         if self.channels * self.batch * max(self.lengths) > 1 << 31:
             raise ValueError(f"batch x channels x length = {self.channels * self.batch * max(self.lengths):,} "
                              "elements per activation; at most 2^31 (lower --batch, --channels or --lengths)")
@@ -128,6 +131,11 @@ class ProfileSpec(BaseModel):
         if self.min_receptive_field == "length":
             return max(self.lengths)
         return self.min_receptive_field or 1
+
+    @property
+    def grid_size(self) -> int:
+        """Structures in the grid, counted as a product, never enumerated: a grid of millions is refused at once."""
+        return len(self.kernel_sizes) * len(self.dilation_factors) * len(self.depths) * len(self.per_block)
 
     def candidates(self) -> list[Structure]:
         """The grid, less the structures whose receptive field is too small."""

@@ -1,9 +1,9 @@
 """A profile as people look at it: where the TCN beats the EMA, and what receptive field that buys.
 
 1. Speedup heatmaps over kernel size and dilation factor, one panel per (length, depth, B);
-   blank cells are structures the receptive-field rule left out; predicted cells say so.
+   blank cells are structures the receptive-field rule left out; predicted and extrapolated cells say so.
 2. Receptive field against the speedup (with its 95% interval) at the binding length, by decision
-   (survivor, undecided, rejected), measured as filled and predicted as open markers, the
+   (survivor, undecided, rejected), measured as filled and predicted as open markers (diamonds if extrapolated), the
    threshold as a line.
 3. The survivors and the undecided as a table, each speedup with its interval.
 4. For optuna-dashboard: every structure's speedup, fastest first (`dashboard_figure`), and the
@@ -20,9 +20,21 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tcnsearch._text import markdown_text, plot_text
 from tcnsearch.profile.result import ProfileResult
 
 METRIC_NAMES = {"fwdbwd": "forward+backward", "fwd": "forward"}
+
+
+def source_text(row: dict) -> str:
+    """"measured", "predicted", or "predicted, extrapolated (K, f)" beyond the measured range of those axes."""
+    if row.get("extrapolated"):
+        return f"{row['source']}, extrapolated ({', '.join(row['extrapolated_axes'])})"
+    return row["source"]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def speedup_text(row: dict, key: str) -> str:
@@ -56,7 +68,8 @@ def speedup_heatmaps(result: ProfileResult) -> go.Figure:
                 entry = next((e for e in row["by_length"] if e["length"] == length), None) if row else None
                 v = entry.get(key) if entry else None
                 zrow.append(v)
-                tag = "<br>(predicted)" if entry and entry.get("source") == "predicted" else ""
+                tag = ("<br>(extrapolated)" if entry.get("extrapolated_axes") else "<br>(predicted)"
+                       if entry.get("source") == "predicted" else "") if entry else ""
                 trow.append("" if v is None else f"{v:.2f}x<br>R={row['receptive_field']}{tag}")
             z.append(zrow)
             text.append(trow)
@@ -67,19 +80,24 @@ def speedup_heatmaps(result: ProfileResult) -> go.Figure:
             colorbar={"title": f"{label}<br>speedup"}), row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(title_text="dilation factor f", type="category")
     fig.update_yaxes(title_text="kernel size K", type="category")
-    fig.update_layout(title=f"TCN {label} speedup over MEGA's EMA — {result.device.device_name}",
+    fig.update_layout(title=f"TCN {label} speedup over MEGA's EMA — {plot_text(result.device.device_name)}",
                       height=max(350, 300 * rows))
     return fig
 
 
 DECISION_COLORS = {"survivor": "#1f77b4", "undecided": "#ff7f0e", "rejected": "#bbbbbb"}
-SOURCE_SYMBOLS = {"measured": "circle", "predicted": "circle-open"}
+SOURCE_SYMBOLS = {"measured": "circle", "predicted": "circle-open", "extrapolated": "diamond-open"}
+
+
+def _source(row: dict) -> str:
+    return "extrapolated" if row.get("extrapolated") else row["source"]
 
 
 def speedup_scatter(result: ProfileResult, x: Callable[[dict], object], label: Callable[[dict], str] | None = None
                     ) -> go.Figure:
     """Each structure that ran, at `x(row)`, against its speedup with the 95% interval as error bars: one
-    trace per (decision, source), colored by decision, filled if measured and open if predicted, and
+    trace per (decision, source), colored by decision, filled if measured, an open circle if predicted and
+    an open diamond if predicted beyond the measured range of some axis (extrapolated), and
     `min_speedup` as a dashed line. `label(row)` names the structure in the hover text (default its label)."""
     key, metric = _metric(result)
     label = label or (lambda r: r["tcn"])
@@ -87,7 +105,7 @@ def speedup_scatter(result: ProfileResult, x: Callable[[dict], object], label: C
     fig = go.Figure()
     for decision, color in DECISION_COLORS.items():
         for source, symbol in SOURCE_SYMBOLS.items():
-            group = [r for r in ok if r["decision"] == decision and r["source"] == source]
+            group = [r for r in ok if r["decision"] == decision and _source(r) == source]
             if not group:
                 continue
             fig.add_trace(go.Scatter(
@@ -119,8 +137,8 @@ def survivors_table(result: ProfileResult) -> go.Figure:
             "EMA fwd+bwd ms", "speedup fwd [95% CI]", "speedup fwd+bwd [95% CI]"]
     cols = [[r["kernel_size"] for r in s], [r["dilation_factor"] for r in s], [r["depth"] for r in s],
             [r["per_block"] for r in s], [r["receptive_field"] for r in s], [r["decision"] for r in s],
-            [r["source"] for r in s], [r["n_pairs"] for r in s],
-            *[[f"{r[k]:.3f}" for r in s] for k in ("tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms")],
+            [source_text(r) for r in s], [r["n_pairs"] for r in s],
+            *[[_ms(r[k]) for r in s] for k in ("tcn_fwd_ms", "tcn_fwdbwd_ms", "ema_fwd_ms", "ema_fwdbwd_ms")],
             *[[speedup_text(r, k) for r in s] for k in ("speedup_fwd", "speedup_fwdbwd")]]
     fig = go.Figure(go.Table(header={"values": head}, cells={"values": cols}))
     fig.update_layout(title=f"{len(result.survivors)} survivors and {len(result.undecided)} undecided "
@@ -133,20 +151,12 @@ def profile_figures(result: ProfileResult) -> list[go.Figure]:
     return [speedup_heatmaps(result), latency_vs_receptive_field(result), survivors_table(result)]
 
 
-def _md(text: object) -> str:
-    """`text` shown literally in Markdown, table cells included."""
-    out = str(text)
-    for ch in "\\`*_[]<>|#":
-        out = out.replace(ch, "\\" + ch)
-    return out
-
-
 def _n(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _some(labels: list[str], most: int = 20) -> str:
-    return f" ({', '.join(labels[:most])}{' ...' if len(labels) > most else ''})" if labels else ""
+    return f" ({', '.join(map(markdown_text, labels[:most]))}{' ...' if len(labels) > most else ''})" if labels else ""
 
 
 def dashboard_figure(result: ProfileResult) -> go.Figure:
@@ -181,8 +191,9 @@ def profile_note(result: ProfileResult, frozen: list[str] | None = None) -> str:
     lines = [
         "## Latency profile",
         "",
-        f"Device **{_md(dev.device_name)}**: backend {_md(dev.backend)}, {_n(dev.threads, 'thread')}, "
-        f"{_md(dev.dtype)}, torch {_md(dev.torch_version)}, CUDA {_md(dev.cuda_version)}.",
+        f"Device **{markdown_text(dev.device_name)}**: backend {markdown_text(dev.backend)}, "
+        f"{_n(dev.threads, 'thread')}, {markdown_text(dev.dtype)}, torch {markdown_text(dev.torch_version)}, "
+        f"CUDA {markdown_text(dev.cuda_version)}.",
         "",
         f"Level **{spec.level}**, mode **{spec.mode}** ({metric} speedup over MEGA's EMA, the least over the lengths "
         f"{', '.join(map(str, spec.lengths))}); {spec.channels} channels, batch {spec.batch}, EMA N={spec.ema_dim}.",
@@ -200,7 +211,7 @@ def profile_note(result: ProfileResult, frozen: list[str] | None = None) -> str:
         "| structure | K | f | D | B | R | speedup [95% CI] | source | decision |",
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
         *(f"| {r['tcn']} | {r['kernel_size']} | {r['dilation_factor']} | {r['depth']} | {r['per_block']} | "
-          f"{r['receptive_field']} | {speedup_text(r, key)} | {r['source']} | {r['decision']} |" for r in kept),
+          f"{r['receptive_field']} | {speedup_text(r, key)} | {source_text(r)} | {r['decision']} |" for r in kept),
     ]
     if not kept:
         lines.append("| none | | | | | | | | |")

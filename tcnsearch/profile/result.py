@@ -49,9 +49,13 @@ class ProfileResult:
             "elapsed_s": round(self.elapsed_s, 3), "ema": self.ema, "n_candidates": len(self.candidates),
             "n_survivors": len(self.survivors), "n_undecided": len(self.undecided),
             "n_rejected": self.count("rejected"), "n_oom": self.count("oom"),
+            "n_extrapolated": self.count_extrapolated(),
             "survivors": self.survivors, "undecided": self.undecided, "failed": self.failed, "oom": self.oom,
             "candidates": self.candidates,
         }
+
+    def count_extrapolated(self) -> int:
+        return sum(bool(r.get("extrapolated")) for r in self.candidates)
 
     def count(self, verdict: str) -> int:
         return sum(r["decision"] == verdict for r in self.candidates)
@@ -72,6 +76,9 @@ class ProfileResult:
         if self.predicted:
             notes.append(f"{self.predicted} of {len(self.candidates)} structures' latencies are predicted by the "
                          "latency model, not measured (source: predicted)")
+        if beyond := self.count_extrapolated():
+            notes.append(f"{beyond} predicted structures lie beyond the measured range of some axis (extrapolated: "
+                         "wider intervals, less sure); measure them to be sure")
         if self.undecided:
             notes.append(f"{len(self.undecided)} structures are undecided (interval straddles min_speedup); "
                          f"{'kept' if self.spec.undecided == 'keep' else 'dropped'}")
@@ -164,8 +171,13 @@ def combine(decisions: list[str]) -> str:
 
 
 def assemble(spec: ProfileSpec, stored: dict[tuple[Shape, Structure], Stored],
-             predicted: dict | None = None) -> tuple[list[dict], list[dict]]:
+             predicted: dict | None = None, base: dict | None = None) -> tuple[list[dict], list[dict]]:
     """(baseline rows per length, candidate rows) from stored measurements and model predictions.
+
+    `base` (shape -> metric -> ms) is the baseline's time where none of this grid is stored at a
+    shape (the latency model's, from other structures' pairs there). A prediction beyond the measured
+    range of some axis lists those axes in its `extrapolated_axes`; a row is `extrapolated` if any of
+    its lengths is.
 
     A candidate's speedups are the least over the lengths (with that length's interval), which is
     what the survivor rule checks. Its latencies are the baseline's pooled time at the longest
@@ -180,14 +192,16 @@ def assemble(spec: ProfileSpec, stored: dict[tuple[Shape, Structure], Stored],
         row = {"length": s.length, "status": "ok" if entries else "missing", "level": spec.level}
         for m in METRICS:
             times = sorted(v.base_ms[m] for v in entries if v.base_ms.get(m))
-            row[f"{m}_ms"] = times[len(times) // 2] if times else None
+            row[f"{m}_ms"] = times[len(times) // 2] if times else (base or {}).get(s, {}).get(m)
+        if not entries and row["fwd_ms"] is not None:  # measured with structures outside this grid
+            row |= {"status": "ok", "source": "other structures"}
         peaks = [v.base_peak_bytes for v in entries if v.base_peak_bytes is not None]
         row["peak_fwdbwd_bytes"] = max(peaks) if peaks else None
         ema_rows.append(row)
     base_at = {s: r for s, r in zip(shapes, ema_rows, strict=True)}
     rows = []
     for cand in spec.candidates():
-        by_length, decisions, source = [], [], "measured"
+        by_length, decisions, source, beyond = [], [], "measured", []
         for s in shapes:
             got = stored.get((s, cand))
             entry = {"length": s.length}
@@ -203,7 +217,9 @@ def assemble(spec: ProfileSpec, stored: dict[tuple[Shape, Structure], Stored],
                 decisions.append(decision(got.speedup[spec.metric], spec.min_speedup))
             elif (s, cand) in predicted:
                 source = "predicted"
-                entry |= {"status": "ok", "source": "predicted", "n_pairs": 0}
+                axes = predicted[(s, cand)].get("extrapolated", [])
+                beyond += [a for a in axes if a not in beyond]
+                entry |= {"status": "ok", "source": "predicted", "n_pairs": 0, "extrapolated_axes": axes}
                 for m in METRICS:
                     entry |= _speedup_fields(m, predicted[(s, cand)][m], base_at[s][f"{m}_ms"])
                 decisions.append(decision(predicted[(s, cand)][spec.metric], spec.min_speedup))
@@ -213,7 +229,7 @@ def assemble(spec: ProfileSpec, stored: dict[tuple[Shape, Structure], Stored],
                 source = "missing"
             by_length.append(entry)
         row = cand.as_dict() | {"receptive_field": cand.receptive_field, "tcn": cand.label, "source": source,
-                                "by_length": by_length}
+                                "extrapolated": bool(beyond), "extrapolated_axes": beyond, "by_length": by_length}
         verdict = combine(decisions)
         ok = [e for e in by_length if e["status"] == "ok"]
         row["ok"] = verdict not in ("failed", "oom") and len(ok) == len(by_length)

@@ -20,6 +20,7 @@ from tcnsearch.profile.levels import METRICS, Shape
 from tcnsearch.profile.measure import BaselineFailed
 from tcnsearch.profile.result import decision, shapes_of
 from tcnsearch.profile.table import LatencyTable, Stored, summarize_pairs
+from tcnsearch.storage import exclusive
 from tcnsearch.structure import Structure
 
 GROUP = 4  # candidates per round between two baseline blocks
@@ -73,18 +74,35 @@ class Session:
         round: a database write between two blocks is a pause that disturbs the next block. The
         round after a write opens with a fresh baseline block.
         """
-        todo = {s: [c for c in cands if not finished(self.spec, self.stored.get((s, c))) and (s, c) not in self.oom]
-                for s in self.shapes}
+        todo = {s: self._pending(s, cands) for s in self.shapes}
         self.bar.update(self.task, total=self.bar.tasks[0].total + sum(map(len, todo.values())))
         for shape, pending in todo.items():
-            before = {c: self.table.pairs(self.stored[(shape, c)].id) if (shape, c) in self.stored else []
-                      for c in pending}
-            new: dict[Structure, list] = {c: [] for c in pending}
-            peaks: dict[Structure, int | None] = {}
-            try:
-                self._rounds(shape, pending, new, before, peaks)
-            finally:  # an interrupted profile keeps every finished pair
-                self._flush(shape, list(new), new, before, peaks)
+            # Another profile measuring this grid (a second terminal, a second driver) holds the shape
+            # until it is done; this one then reads what it stored instead of measuring the same rows
+            # beside it: two profilers on one device would time each other's noise, and both would
+            # append pairs to one measurement.
+            with self._hold(shape):
+                self.load(pending)
+                pending = self._pending(shape, pending)
+                self.bar.advance(self.task, len(todo[shape]) - len(pending))
+                before = {c: self.table.pairs(self.stored[(shape, c)].id) if (shape, c) in self.stored else []
+                          for c in pending}
+                new: dict[Structure, list] = {c: [] for c in pending}
+                peaks: dict[Structure, int | None] = {}
+                try:
+                    self._rounds(shape, pending, new, before, peaks)
+                finally:  # an interrupted profile keeps every finished pair
+                    self._flush(shape, list(new), new, before, peaks)
+
+    def _pending(self, shape: Shape, cands: list[Structure]) -> list[Structure]:
+        return [c for c in cands if not finished(self.spec, self.stored.get((shape, c))) and (shape, c) not in self.oom]
+
+    def _hold(self, shape: Shape):
+        def waiting() -> None:
+            self.bar.update(self.task, description=f"L={shape.length} waiting for another profile of this grid")
+
+        key = f"tcnsearch-profile:{self.fp_id}:{self.spec.level}:{self.spec.context}:{shape}"
+        return exclusive(self.table.engine, key, lock_file="profile.lock", on_wait=waiting)
 
     def _rounds(self, shape: Shape, pending: list, new: dict, before: dict, peaks: dict) -> None:
         """Passes over a pool of candidates at `shape` (up to the measurer's capacity: 16, or on a GPU what its

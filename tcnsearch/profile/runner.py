@@ -22,9 +22,10 @@ import time
 
 from tcnsearch import hardware
 from tcnsearch.errors import UserError
+from tcnsearch.profile.budget import check_memory
 from tcnsearch.profile.candidates import ProfileSpec
-from tcnsearch.profile.latency_model import LatencyModel, features
-from tcnsearch.profile.levels import Shape
+from tcnsearch.profile.latency_model import LatencyModel, features, row_shape
+from tcnsearch.profile.levels import METRICS, Shape
 from tcnsearch.profile.measure import LocalMeasurer
 from tcnsearch.profile.result import ProfileResult, assemble, combine, decision
 from tcnsearch.profile.rounds import Session
@@ -55,10 +56,27 @@ def spread_sample(cands: list[Structure], n: int) -> list[Structure]:
 
 
 def _predictions(model: LatencyModel | None, spec: ProfileSpec, shapes: list[Shape], cands: list[Structure]):
+    """Per (shape, candidate): each metric's (median, low, high), and "extrapolated": the axes beyond the model's
+    measured range."""
     if model is None or not cands:
         return {}
     items = [(s, c) for c in cands for s in shapes]
-    return dict(zip(items, model.predict(items), strict=True))
+    return {(s, c): p | {"extrapolated": model.extrapolated(s, c)}
+            for (s, c), p in zip(items, model.predict(items), strict=True)}
+
+
+def unmeasured_cover(cands: list[Structure], rows: list[dict]) -> list[Structure]:
+    """Candidates that between them hold every K, f, D and B value of `cands` that no stored row has:
+    greedily the one with the most such values first (ties: grid order)."""
+    axes = ("kernel_size", "dilation_factor", "depth", "per_block")
+    have = {(a, r[a]) for r in rows for a in axes}
+    need = {(a, getattr(c, a)) for c in cands for a in axes} - have
+    chosen = []
+    while need:
+        best = max(cands, key=lambda c: sum((a, getattr(c, a)) in need for a in axes))
+        chosen.append(best)
+        need -= {(a, getattr(best, a)) for a in axes}
+    return chosen
 
 
 def adaptive(prof: Session, cands: list[Structure]) -> LatencyModel | None:
@@ -66,6 +84,10 @@ def adaptive(prof: Session, cands: list[Structure]) -> LatencyModel | None:
     spec, shapes = prof.spec, prof.shapes
     n = len(cands)
     prof.measure(spread_sample(cands, max(16, math.ceil(0.05 * n))))
+    # A K, f, D or B value that nothing stored has is measured once at least, so that no decision there
+    # rests on extrapolation alone.
+    at_shapes = [r for r in prof.table.all_rows(prof.fp_id, spec.level, spec.context) if row_shape(r) in shapes]
+    prof.measure(unmeasured_cover(cands, at_shapes))
     batch_size = max(8, math.ceil(0.03 * n))
     log_thr = math.log(spec.min_speedup)
     metric = spec.metric
@@ -114,6 +136,8 @@ def run_profile(
     # Every check that can refuse comes before the first write to the database.
     gpu = hardware.check_gpu_name(gpu)
     device = hardware.local_target(gpu, ray_address)
+    if device is not None and not predict:
+        check_memory(spec, device)  # the largest shape and structure, before any workload is built
     url = resolve_url(storage)
     if predict and (path := sqlite_path(url)) is not None and not os.path.isfile(path):
         raise UserError(f"nothing to predict from: {path} does not exist; run `tcnsearch profile` without "
@@ -160,7 +184,9 @@ def _run(spec: ProfileSpec, measurer, gpu: str, url: str, force: bool, progress:
         measurer.close()
     missing = [c for c in cands if not all((s, c) in prof.stored for s in prof.shapes)]
     predicted = _predictions(model, spec, prof.shapes, missing)
-    ema, rows = assemble(spec, prof.stored, predicted)
+    # The baseline's time at a shape where none of this grid is stored: the median of what is stored there.
+    base = {s: {m: model.base_time(s, m) for m in METRICS} for s in prof.shapes} if model else None
+    ema, rows = assemble(spec, prof.stored, predicted, base)
     key = f"speedup_{spec.metric}"
     survivors = sorted((r for r in rows if r["decision"] == "survivor"), key=lambda r: -r[key])
     undecided = sorted((r for r in rows if r["decision"] == "undecided" and r["ok"]), key=lambda r: -r[key])

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from tcnsearch.report.html import write_page
-from tcnsearch.report.study import pareto_front, promotion_figure
+from tcnsearch.report.study import pareto_front, promotion_figure, shown
 from tcnsearch.search import LATENCY, load_study, trained
 
 
@@ -87,8 +87,9 @@ def promotion_pairs(studies: list[optuna.Study]) -> list[tuple[optuna.Study, opt
 def write_comparison(names: list[str], storage: str | None, path: str | Path) -> Path:
     """One HTML page with the studies `names` side by side."""
     studies = [load_study(name, storage) for name in names]
-    figures = [histories(studies), fronts(studies), best_table(studies)]
-    figures += [promotion_figure(source, promoted) for source, promoted in promotion_pairs(studies)]
+    drawn = [shown(s) for s in studies]  # the database's strings stay text in the figures
+    figures = [histories(drawn), fronts(drawn), best_table(drawn)]
+    figures += [promotion_figure(source, promoted) for source, promoted in promotion_pairs(drawn)]
     meta = "; ".join(f"{s.study_name}: task {s.user_attrs.get('task')}, preset {s.user_attrs.get('preset')}, "
                      f"{len(_complete(s))} finished trials" for s in studies)
     return write_page(path, f"tcnsearch studies — {', '.join(names)}", meta, figures)

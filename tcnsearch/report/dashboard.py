@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 
+from tcnsearch.compat.optuna import cached
 from tcnsearch.search import open_storage
 from tcnsearch.search.artifacts import artifact_folder, open_store
 from tcnsearch.storage import masked, resolve_url
@@ -30,4 +31,6 @@ def serve_dashboard(storage: str | None = None, host: str = "127.0.0.1", port: i
     shown = f", artifacts in {folder}" if store is not None else ""
     print(f"optuna-dashboard on {masked(url)}{shown}: http://{host}:{port}/ (Ctrl-C stops it)", file=sys.stderr,
           flush=True)
-    optuna_dashboard.run_server(rdb, host=host, port=port, artifact_store=store)
+    # Through Optuna's cache of finished trials (Optuna never changes a finished trial): optuna-dashboard reads
+    # a big study's every trial again each time its own 10 s cache of them expires
+    optuna_dashboard.run_server(cached(rdb), host=host, port=port, artifact_store=store)

@@ -7,18 +7,16 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from tcnsearch.files import write_atomic
 from tcnsearch.profile import ProfileResult, profile_figures
 
 
 def write_page(path: str | Path, title: str, meta: str, figures: list[go.Figure]) -> Path:
     """Write `figures` under `title` and a line of `meta` (both escaped) to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0) for i, fig in enumerate(figures)]
     title, meta = html.escape(title), html.escape(meta)
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-                    f"<body><h2>{title}</h2><p>{meta}</p>{''.join(parts)}</body></html>")
-    return path
+    return write_atomic(path, f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+                              f"<body><h2>{title}</h2><p>{meta}</p>{''.join(parts)}</body></html>")
 
 
 def write_profile_report(result: ProfileResult, path: str | Path) -> Path:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tcnsearch import __version__
 from tcnsearch.choices import PRESET_NAMES, TASKS
 from tcnsearch.errors import UserError, read_yaml, validation_message
+from tcnsearch.files import write_atomic
 from tcnsearch.search.artifacts import artifact_folder, load_weights, open_store, weights_of
 from tcnsearch.search.spec import spec_from_document
 from tcnsearch.search.trials import INFEASIBLE, frozen, frozen_document, load_study, trained
@@ -120,9 +121,7 @@ def write_export(doc: dict, path: Path) -> Path:
               f"#   tcnsearch train {doc['task']} --config {path.name}            (at its preset, {doc['preset']})\n"
               f"#   tcnsearch train {doc['task']} --config {path.name} --preset paper   (the pick at the paper's "
               "sizes)\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_atomic(path, header + yaml.safe_dump(doc, sort_keys=False))
 
 
 def read_export(path: str | Path) -> dict:

@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tcnsearch._names import check_name
+from tcnsearch._text import markdown_text
 from tcnsearch.data import prepare_data
 from tcnsearch.errors import UserError
 from tcnsearch.search.artifacts import artifact_folder, check_store
@@ -207,20 +208,22 @@ def summarize_promotion(source: optuna.Study, promoted: optuna.Study, chosen: li
 
 
 def promotion_note(result: PromotionResult) -> str:
-    """The promotion as a Markdown section of both studies' dashboard notes."""
-    scale = f"preset **{result.preset}**" + (f", {result.steps} steps" if result.steps else "")
+    """The promotion as a Markdown section of both studies' dashboard notes (stored names shown as text)."""
+    md = markdown_text
+    scale = f"preset **{md(result.preset)}**" + (f", {result.steps} steps" if result.steps else "")
     lines = ["## Promotion", "",
-             f"The top {len(result.pairs)} configurations of **{result.source}** (the proxy) trained again at {scale} "
-             f"in **{result.study_name}**; {result.metric}, {'lower' if result.minimize else 'higher'} is better.", ""]
+             f"The top {len(result.pairs)} configurations of **{md(result.source)}** (the proxy) trained again at "
+             f"{scale} in **{md(result.study_name)}**; {md(result.metric)}, "
+             f"{'lower' if result.minimize else 'higher'} is better.", ""]
     if result.tau is not None:
         lo, hi = result.tau_ci
         lines += [f"Kendall's tau between the two rankings: **{result.tau:.2f}** (95% interval [{lo:.2f}, {hi:.2f}], "
                   f"bootstrap over the pairs). The proxy's pick (trial {result.pick['proxy_trial']}, "
-                  f"{result.pick['tcn']}) ranks **{result.pick['promoted_rank']}** of {len(result.pairs)} at the "
+                  f"{md(result.pick['tcn'])}) ranks **{result.pick['promoted_rank']}** of {len(result.pairs)} at the "
                   f"larger scale; its regret: {result.regret:.4g} ({100 * result.regret_relative:.1f}% of the best, "
                   f"trial {result.best['promoted_trial']}).", ""]
     lines += ["| proxy trial | structure | proxy value | proxy rank | promoted value | promoted rank |",
               "|---:|---|---:|---:|---:|---:|",
-              *(f"| {p['proxy_trial']} | {p['tcn']} | {p['proxy_value']:.4g} | {p['proxy_rank']} | "
+              *(f"| {p['proxy_trial']} | {md(p['tcn'])} | {p['proxy_value']:.4g} | {p['proxy_rank']} | "
                 f"{p['promoted_value']:.4g} | {p['promoted_rank']} |" for p in result.pairs)]
     return "\n".join(lines)

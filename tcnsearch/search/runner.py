@@ -56,6 +56,7 @@ from tcnsearch.search.trials import (
     trial_row,
 )
 from tcnsearch.storage import create_engine, masked, resolve_url
+from tcnsearch.train import check_largest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 quiet_third_party()
@@ -123,7 +124,9 @@ def _plan(name: str, preset: str, storage: str | None, gpu: str, ray_address: st
         spec.train = spec.train | {"data_path": given}
     url = resolve_url(storage)
     gpu = hardware.check_gpu_name(gpu)
-    hardware.local_target(gpu, ray_address)
+    device = hardware.local_target(gpu, ray_address)
+    if device is not None:  # on a cluster's GPU each trial plans its memory on its worker
+        check_study_memory(spec, device)
     source = source_study(url, warm_start, spec, multi_objective) if warm_start else None  # read-only
     metric = spec.objective.metric
     directions = ["minimize" if spec.objective.mode == "min" else "maximize"] + (["minimize"] if multi_objective
@@ -138,6 +141,16 @@ def _plan(name: str, preset: str, storage: str | None, gpu: str, ray_address: st
         check_runs(runs)
     return _Plan(spec, url, gpu, ray_address, name_in_db, directions, [metric] + [LATENCY] * multi_objective,
                  queued, source, multi_objective, folder, runs)
+
+
+def check_study_memory(spec: StudySpec, device) -> None:
+    """Refuse, on the driver before anything runs, a study whose largest trial (the space's and the profile
+    grid's largest values) does not fit one example a forward in its share of the device's memory."""
+    profile = spec.profile_spec()
+    choices = {k: p.choices if p.choices is not None else [p.low, p.high] for k, p in spec.space.items()}
+    choices |= {"model.tcn.depth": profile.depths, "model.tcn.per_block": profile.per_block}
+    share = 1 / spec.budget.max_concurrent if device.type == "cpu" else min(1.0, spec.budget.gpus_per_trial or 1.0)
+    check_largest(spec.trial_config, choices, device, share)
 
 
 def _study_attrs(plan: _Plan, profile: ProfileResult, notes: list[str]) -> dict:

@@ -40,16 +40,16 @@ def check_existing(storage, name: str, resume: bool, directions: list[str]) -> N
         existing = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return
-    trials = existing.get_trials(deepcopy=False)
-    if not resume and trials:
-        held = sum(1 for t in trials if trained(t))
+    held = optuna_private.trial_count(existing)  # counted, not read: a resumed study may hold thousands
+    if not resume and held:
+        held = sum(1 for t in existing.get_trials(deepcopy=False) if trained(t))
         raise UserError(f"study {name!r} already holds {held} trials; "
                         "--resume continues it, --study-name NAME starts another")
     stored = [d.name.lower() for d in existing.directions]
     if stored != directions:
         raise UserError(f"study {name!r} optimises {stored}, not {directions}; "
                         "use --study-name NAME for a study with other objectives")
-    if trials or is_frozen(existing):
+    if held or is_frozen(existing):
         frozen(existing)  # refuses a study of another tool or an earlier version
 
 
@@ -160,6 +160,8 @@ def resolve_enqueue(space: StructureSpace, queued: list, lengths: list[int]) -> 
 
 def enqueue_structures(study: optuna.Study, structures: list[Survivor]) -> None:
     """Queue `structures` first (once: a resumed study does not queue them again)."""
+    if not structures:
+        return
     already = {t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)}
     for s in structures:
         if s.label not in already:
@@ -174,7 +176,7 @@ def source_study(url: str, name: str, spec: StudySpec, multi_objective: bool) ->
         source = optuna.load_study(study_name=name, storage=storage)
     except (KeyError, UserError):
         try:
-            stored = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+            stored = ", ".join(optuna.get_all_study_names(storage)) or "none"
         except Exception:  # noqa: BLE001 - no database, or no Optuna tables in it
             stored = "none"
         raise UserError(f"--warm-start {name!r}: no such study in this database (stored: {stored})") from None

@@ -9,24 +9,21 @@ and stops (`tell_once`), and a trial is queued again at most once (`retry_later`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 from tcnsearch.compat import optuna as optuna_private
 from tcnsearch.errors import UserError
 from tcnsearch.profile import Survivor
 from tcnsearch.search.space import INFEASIBLE
-from tcnsearch.storage import create_engine, masked, read_only_url, resolve_url
+from tcnsearch.storage import create_engine, exclusive, masked, read_only_url, resolve_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -182,7 +179,7 @@ def load_study(name: str, storage: str | None = None, read_only: bool = True) ->
     url = resolve_url(storage)
     rdb = open_storage(url, read_only=True)
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
+        names = optuna.get_all_study_names(rdb)  # not the summaries: they read every trial of every study
     except Exception as err:  # noqa: BLE001 - a database without Optuna's tables: another application's
         raise UserError(f"{masked(url)} holds no Optuna studies ({type(err).__name__}); pass --storage the "
                         "database your study wrote to") from None
@@ -194,7 +191,7 @@ def load_study(name: str, storage: str | None = None, read_only: bool = True) ->
 def stored_studies(url: str) -> list[str]:
     """The names of the studies stored at `url`, read-only ([] where there is no database or no Optuna tables)."""
     try:
-        return [s.study_name for s in optuna.get_all_study_summaries(open_storage(url, read_only=True))]
+        return optuna.get_all_study_names(open_storage(url, read_only=True))
     except Exception:  # noqa: BLE001 - no file, no Optuna tables, unreachable: nothing stored to refuse
         return []
 
@@ -233,32 +230,6 @@ def retrying(call: Callable[[], T], what: str, patience_s: float = 120.0) -> T:
             delay = min(delay * 2, 10.0)
 
 
-@contextlib.contextmanager
-def budget_lock(engine: Engine, key: str) -> Iterator[None]:
-    """Serialise "count the trials, then ask for one" across drivers sharing a study.
-
-    PostgreSQL: a transaction-scoped advisory lock per key; SQLite (one machine): one lock file
-    beside the database.
-    """
-    if engine.dialect.name == "postgresql":
-        conn = engine.connect()
-        try:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode())})
-            yield
-        finally:
-            # The lock goes with the transaction, also when the connection is lost: a release that fails
-            # has released it, and must not fail the work it guarded.
-            with contextlib.suppress(SQLAlchemyError):
-                conn.rollback()
-            with contextlib.suppress(SQLAlchemyError):
-                conn.close()
-    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        # one lock file per database, whatever the key: SQLite serialises its writers anyway
-        with open(f"{engine.url.database}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-    else:
-        yield
+def budget_lock(engine: Engine, key: str) -> contextlib.AbstractContextManager[None]:
+    """Serialise "count the trials, then ask for one" across drivers sharing a study."""
+    return exclusive(engine, key)

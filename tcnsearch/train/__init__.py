@@ -4,16 +4,19 @@
     result = train(cfg)
 
 Modules: config (TrainConfig and `--set` overrides), presets (tiny, cpu and paper per task),
-loop (the training loop, its step and evaluation), checkpoint (save and resume), trial (the
+loop (the training loop, its step and evaluation), budget (the run's peak memory estimated from
+its config, the micro-batch that fits), checkpoint (save and resume), trial (the
 function a Ray Tune worker runs for one study trial).
 """
 
 from tcnsearch.choices import PRESET_NAMES
-from tcnsearch.train import checkpoint
+from tcnsearch.train import budget, checkpoint
+from tcnsearch.train.budget import Estimate, MemoryPlan, check_largest, estimate_run, fit_micro_batch, plan_memory
 from tcnsearch.train.config import TASKS, TrainConfig, get_dotted, merge_overrides, parse_set, set_dotted
 from tcnsearch.train.loop import (
     TrainResult,
     TrainState,
+    accumulate,
     evaluate,
     init_from,
     make_optimizer,
@@ -24,6 +27,7 @@ from tcnsearch.train.loop import (
 )
 from tcnsearch.train.presets import PRESETS, make_config
 
-__all__ = ["PRESETS", "PRESET_NAMES", "TASKS", "TrainConfig", "TrainResult", "TrainState", "checkpoint", "evaluate",
-           "get_dotted", "init_from", "make_config", "make_optimizer", "merge_overrides", "parse_set", "resolve_device",
-           "scored_loss", "set_dotted", "train", "train_step"]
+__all__ = ["PRESETS", "PRESET_NAMES", "TASKS", "Estimate", "MemoryPlan", "TrainConfig", "TrainResult", "TrainState",
+           "accumulate", "budget", "check_largest", "checkpoint", "estimate_run", "evaluate", "fit_micro_batch",
+           "get_dotted", "init_from", "make_config", "make_optimizer", "merge_overrides", "parse_set", "plan_memory",
+           "resolve_device", "scored_loss", "set_dotted", "train", "train_step"]

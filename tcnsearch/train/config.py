@@ -30,17 +30,19 @@ class TrainConfig(BaseModel):
     vocab_size: int = Field(default=20, ge=4)
     train_examples: int = Field(default=20000, ge=1, description="assoc-recall, and generated ListOps")
     eval_examples: int = Field(default=1000, ge=1)
-    # LRA: data_path is the unpacked lra_release folder; ListOps without one is generated offline
+    # LRA: data_path is lra_release.gz, a task's .tar.gz or the unpacked folder; ListOps without one is generated
     listops_lengths: tuple[int, int] = Field(default=(500, 2000), description="generated ListOps: token counts")
     # enwik8: windows of 2-4 consecutive model.chunk_size chunks; evaluation on eval_chunks chunks
-    data_path: str | None = Field(default=None, description="enwik8.zip or enwik8 (default: the cache), or the "
-                                                         "lra_release folder")
+    data_path: str | None = Field(default=None, description="enwik8.zip or enwik8 (default: the cache), or "
+                                                         "lra_release.gz / a task's .tar.gz / its folder")
     chunk_counts: list[int] = Field(default=[2, 3, 4], min_length=1)
     eval_chunks: int = Field(default=3, ge=1)
     max_eval_windows: int | None = Field(default=20, ge=1, description="None: the whole validation split")
     # optimisation (MEGA: Adam(0.9, 0.98), linear decay after warm-up)
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=64, ge=1)
+    micro_batch: int | None = Field(default=None, ge=1, description="examples a forward; the batch's gradient is "
+                                    "accumulated over them. None: the whole batch, or what fits the memory")
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)

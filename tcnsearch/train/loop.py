@@ -32,6 +32,7 @@ from tcnsearch import hardware
 from tcnsearch.data import IGNORE, make_task
 from tcnsearch.errors import UserError
 from tcnsearch.models import build_model
+from tcnsearch.train import budget
 from tcnsearch.train import checkpoint as checkpoints
 from tcnsearch.train.config import TrainConfig
 
@@ -48,11 +49,13 @@ class TrainResult:
     device: str = "cpu"
     precision: str = "fp32"
     notes: list[str] = field(default_factory=list)
+    memory: dict | None = None  # budget.MemoryPlan.to_json(): the estimate, the limit, the micro-batch
 
     def to_json(self) -> dict:
         return {"status": self.status, "steps": self.steps, "metrics": self.metrics, "reason": self.reason,
                 "num_parameters": self.num_parameters, "elapsed_s": round(self.elapsed_s, 3),
-                "device": self.device, "precision": self.precision, "notes": self.notes, "history": self.history}
+                "device": self.device, "precision": self.precision, "notes": self.notes, "memory": self.memory,
+                "history": self.history}
 
 
 @dataclass
@@ -146,17 +149,26 @@ def scored_loss(model, inputs: dict, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def train_step(model, optimizer, inputs: dict, y: torch.Tensor, *, device: torch.device, precision: str,
-               scaler: torch.amp.GradScaler | None = None, grad_clip: float = 0.0) -> torch.Tensor:
+               scaler: torch.amp.GradScaler | None = None, grad_clip: float = 0.0,
+               micro_batch: int | None = None) -> torch.Tensor:
     """One optimisation step (forward under autocast, backward, clipping, AdamW); returns the loss.
 
+    With `micro_batch` smaller than the batch, the batch goes through forward and backward in parts of at
+    most that many examples whose gradients add up to the whole batch's (`accumulate`).
     A non-finite loss is returned without stepping, so that the caller can stop the run on it."""
-    with hardware.autocast(device, precision):
-        loss, _, _ = scored_loss(model, inputs, y)
-    if not torch.isfinite(loss):
-        return loss
-    optimizer.zero_grad(set_to_none=True)
     scaler = scaler or hardware.grad_scaler(device, precision)
-    scaler.scale(loss).backward()
+    if micro_batch is not None and micro_batch < len(y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = accumulate(model, inputs, y, micro_batch, device=device, precision=precision, scaler=scaler)
+        if not torch.isfinite(loss):
+            return loss
+    else:
+        with hardware.autocast(device, precision):
+            loss, _, _ = scored_loss(model, inputs, y)
+        if not torch.isfinite(loss):
+            return loss
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
     if grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -165,12 +177,46 @@ def train_step(model, optimizer, inputs: dict, y: torch.Tensor, *, device: torch
     return loss
 
 
+def accumulate(model, inputs: dict, y: torch.Tensor, micro_batch: int, *, device: torch.device, precision: str,
+               scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """Forward and backward of the batch in parts of at most `micro_batch` examples; returns the batch's loss.
+
+    The loss is a mean over the batch's scored targets, so each part's mean counts in proportion to its
+    scored targets: the gradients add up to the whole batch's (BatchNorm's statistics, being per part,
+    are the one difference). Stops at the first part whose loss is not finite and returns that loss."""
+    scored = (y != IGNORE).sum().clamp(min=1)
+    total = torch.zeros((), device=y.device)
+    for part, part_y in _parts(inputs, y, micro_batch):
+        with hardware.autocast(device, precision):
+            loss, _, count = scored_loss(model, part, part_y)
+        if count == 0:  # nothing scored in this part: it adds nothing to the gradient
+            continue
+        if not torch.isfinite(loss):
+            return loss
+        weighted = loss * (count / scored)
+        scaler.scale(weighted).backward()
+        total += weighted.detach()
+    return total
+
+
+def _parts(inputs: dict, y: torch.Tensor, micro_batch: int | None):
+    """The batch in parts of at most `micro_batch` examples (the whole batch without one)."""
+    if micro_batch is None or micro_batch >= len(y):
+        yield inputs, y
+        return
+    parts = math.ceil(len(y) / micro_batch)
+    for i, part_y in enumerate(y.tensor_split(parts)):
+        yield {k: v.tensor_split(parts)[i] for k, v in inputs.items()}, part_y
+
+
 @torch.no_grad()
-def evaluate(model, batches, device: torch.device | None = None, precision: str = "fp32") -> dict:
-    """Loss (nats per scored target), accuracy, and for a language model bits per character."""
+def evaluate(model, batches, device: torch.device | None = None, precision: str = "fp32",
+             micro_batch: int | None = None) -> dict:
+    """Loss (nats per scored target), accuracy, and for a language model bits per character; each batch in
+    parts of at most `micro_batch` examples where given (the same sums)."""
     model.eval()
     total, correct, count = 0.0, 0, 0
-    for inputs, y in batches:
+    for inputs, y in (part for batch in batches for part in _parts(*batch, micro_batch)):
         with hardware.autocast(device or y.device, precision):
             loss, c, n = scored_loss(model, inputs, y)
         total += loss.item() * n.item()
@@ -206,6 +252,8 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
     device = device or resolve_device(cfg.device)
     hardware.check_cuda_build(device)
     precision = hardware.device_precision(cfg.precision, device)
+    memory = budget.plan_memory(cfg, device, precision)  # before anything is allocated: fits, accumulates or refuses
+    micro_batch = memory.micro_batch if memory.accumulation > 1 else None
     torch.manual_seed(cfg.seed)
     task = make_task(cfg, device)
     model_cfg = cfg.model.model_copy(update={"vocab_size": task.vocab_size, "task": task.head,
@@ -213,6 +261,10 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
                                              "max_length": max(cfg.model.max_length, cfg.seq_len)})
     model = build_model(model_cfg)
     notes = init_from(model, init) if init is not None else []
+    if memory.note(cfg):
+        notes.insert(0, memory.note(cfg))
+        if progress:  # said now, not only with the result: a run that accumulates is a long one
+            Console(stderr=True).print(f"note: {notes[0]}", markup=False, highlight=False)
     model = model.to(device)
     if on_model is not None:
         on_model(model)
@@ -234,7 +286,7 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
         while state.step < cfg.steps:
             inputs, y = task.batch(state.sampler)
             loss = train_step(model, optimizer, inputs, y, device=device, precision=precision, scaler=scaler,
-                              grad_clip=cfg.grad_clip)
+                              grad_clip=cfg.grad_clip, micro_batch=micro_batch)
             if not torch.isfinite(loss):
                 status, reason = "diverged", f"non-finite training loss ({loss.item()}) at step {state.step}"
                 break
@@ -243,7 +295,7 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
             bar.update(bar_task, advance=1, description=f"{cfg.task} loss {loss.item():.3f}")
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
                 metrics = {"step": state.step, "train_loss": loss.item(),
-                           **evaluate(model, task.eval_batches(), device, precision)}
+                           **evaluate(model, task.eval_batches(), device, precision, micro_batch)}
                 state.history.append(metrics)
                 shown = f"bpc {metrics['bpc']:.3f}" if task.head == "lm" else f"loss {metrics['loss']:.3f}"
                 bar.update(bar_task, description=f"{cfg.task} eval acc {metrics['accuracy']:.3f} {shown}")
@@ -254,4 +306,4 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, checkpoint: str
                     break
     return TrainResult(status=status, steps=state.step, metrics=metrics, history=state.history, reason=reason,
                        num_parameters=model.num_parameters(), elapsed_s=time.perf_counter() - start,
-                       device=str(device), precision=precision, notes=notes)
+                       device=str(device), precision=precision, notes=notes, memory=memory.to_json())

@@ -115,23 +115,24 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_goes_on(cluster, pg_
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the trial ran again (max_failures: 1)
 
 
-@pytest.mark.parametrize("cut", ["a-while-training", "at-the-tell", "at-the-tells-commit"])
+@pytest.mark.parametrize("cut", ["a-while-training", "at-the-tell", "at-the-tells-commit", "a-minute-while-training"])
 def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tmp_path, db_proxy, cut):
     """The database cut for a few seconds: while a trial trains, or exactly as the driver tells a finished
-    trial's result (before its commit, or after it with the answer lost). Nothing is lost: every trial
-    finishes COMPLETE and none is left RUNNING."""
+    trial's result (before its commit, or after it with the answer lost); or for a minute, longer than the
+    trials' heartbeat grace period (30 s) but within the driver's patience (2 minutes). Nothing is lost:
+    every trial finishes COMPLETE and none is left RUNNING."""
     url = db_proxy.url(pg_url)
     path = write_study(tmp_path, train={"steps": 200, "eval_every": 50}, budget={"trials": 3, "max_concurrent": 1},
                        scheduler={"type": "none"})
     name = f"blip-{cut}"
     args = ["study", path, "--storage", url, "--ray-address", cluster, "--study-name", name, "--json"]
-    if cut != "a-while-training":
+    if not cut.endswith("while-training"):
         db_proxy.cut_at(b"INSERT INTO trial_values", after_commit=cut == "at-the-tells-commit", restore_after=5.0)
     driver = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                               cwd=tmp_path)
-    if cut == "a-while-training":
+    if cut.endswith("while-training"):
         assert wait_for(lambda: any(t.state == TrialState.RUNNING for t in stored_trials(pg_url, name)))
-        db_proxy.cut(restore_after=5.0)
+        db_proxy.cut(restore_after=60.0 if cut.startswith("a-minute") else 5.0)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
     assert db_proxy.cuts == 1

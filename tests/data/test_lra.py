@@ -1,5 +1,4 @@
 import csv
-import pickle
 
 import numpy as np
 import pytest
@@ -32,13 +31,14 @@ CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
 def write_cifar(root, batches: dict[str, dict]) -> None:
-    """CIFAR-10 python batches as the release has them: root/cifar-10-batches-py/NAME, each a pickled
-    {b"data": (n, 3072) uint8 rows of R, G, B planes, b"labels": [n ints]}."""
-    folder = root / "cifar-10-batches-py"
+    """CIFAR-10's binary version as its release has it: root/cifar-10-batches-bin/NAME.bin, records of
+    one label byte then 3072 pixel bytes. batches: NAME -> {b"data": (n, 3072) uint8 rows of R, G, B
+    planes, b"labels": [n ints]}."""
+    folder = root / "cifar-10-batches-bin"
     folder.mkdir(parents=True, exist_ok=True)
     for name, batch in batches.items():
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh)
+        labels = np.asarray(batch[b"labels"], dtype=np.uint8)[:, None]
+        (folder / f"{name}.bin").write_bytes(np.hstack([labels, np.asarray(batch[b"data"], np.uint8)]).tobytes())
 
 
 def write_pathfinder(root, resolution: int, images: list[np.ndarray], labels: list[int]) -> None:
@@ -101,17 +101,33 @@ def test_retrieval_pairs(tmp_path):
         lra.load("retrieval", tmp_path, "val")
 
 
-def test_image_is_grayscale_cifar(tmp_path):
+def test_image_is_grayscale_cifar_from_the_binary_version(tmp_path):
+    """Images built as 32x32 RGB pictures, written as the binary records (label, then the R, G and B
+    planes), read back as the grayscale formula computed pixel by pixel in plain Python."""
     rng = np.random.default_rng(0)
-    batches = {name: {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [1, 2, 3]}
-               for name in CIFAR_BATCHES}
-    write_cifar(tmp_path, batches)
+    pictures = {name: rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for name in CIFAR_BATCHES}
+    labels = {name: [i % 10, (i + 3) % 10, 9] for i, name in enumerate(CIFAR_BATCHES)}
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in CIFAR_BATCHES:  # written by hand, byte by byte, independently of write_cifar
+        with open(folder / f"{name}.bin", "wb") as fh:
+            for picture, label in zip(pictures[name], labels[name], strict=True):
+                fh.write(bytes([label]))
+                for channel in range(3):
+                    fh.write(bytes(int(picture[y, x, channel]) for y in range(32) for x in range(32)))
     data = lra.load("image", tmp_path, "test")
-    assert data.inputs.shape == (3, 1024) and data.labels.tolist() == [1, 2, 3]
-    r, g, b = (batches["test_batch"][b"data"][0, i * 1024:(i + 1) * 1024].astype(float) for i in range(3))
-    expected = np.rint(0.2989 * r + 0.5870 * g + 0.1140 * b)
-    assert np.abs(data.inputs[0].numpy() - expected).max() <= 1
-    assert len(lra.load("image", tmp_path, "train")) == 12
+    assert data.inputs.shape == (3, 1024) and data.labels.tolist() == labels["test_batch"]
+    expected = [[round(0.2989 * int(p[0]) + 0.5870 * int(p[1]) + 0.1140 * int(p[2])) for row in picture for p in row]
+                for picture in pictures["test_batch"]]
+    diff = np.abs(data.inputs.numpy() - np.array(expected))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # float32 against float64: a tie may round apart
+    train = lra.load("image", tmp_path, "train")
+    assert len(train) == 12 and train.labels.tolist() == sum((labels[f"data_batch_{i}"] for i in range(1, 5)), [])
+    assert len(lra.load("image", tmp_path, "val")) == 3
+    (folder / "test_batch.bin").write_bytes(b"\x00" * 3000)  # not whole records
+    with pytest.raises(UserError, match="not whole CIFAR-10 records"):
+        lra.load("image", tmp_path, "test")
+    assert not list(tmp_path.rglob("*.pkl")) and not (tmp_path / "cifar-10-batches-py").exists()
 
 
 @pytest.mark.parametrize("task,resolution", [("pathfinder", 32), ("pathx", 128)])

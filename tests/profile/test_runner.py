@@ -312,3 +312,82 @@ def test_each_pass_gives_every_pooled_candidate_one_pair_in_a_shuffled_order():
     for c in cands:  # no candidate takes two pairs in a row
         at = [i for i, s in enumerate(seen) if s == c]
         assert len(at) == 3 and min(b - a for a, b in zip(at, at[1:], strict=False)) > 1
+
+
+OFF_GRID = ["--lengths", "256,512", "--kernel-sizes", "5,21", "--dilation-factors", "4,8", "--depths", "3,4",
+            "--per-block", "1", "--channels", "16", "--ema-dim", "8", "--gpu", "cpu", "--predict"]
+
+
+def test_predict_a_grid_none_of_whose_structures_is_stored(sqlite_url, tmp_path, capsys):
+    """Issue 23: --predict on new kernel sizes crashed in the survivors table (the baseline's time was None)."""
+    import json
+
+    from tcnsearch.cli import main
+    from tcnsearch.profile import profile_figures, profile_note, source_text
+    from tcnsearch.report import write_profile_report
+
+    run_profile(SPEC, gpu="cpu", storage=sqlite_url, progress=False)  # K 3, 9 stored
+    spec = SPEC.model_copy(update={"kernel_sizes": [5, 21]})  # 5 new but in range, 21 beyond it
+    result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False, predict=True)
+    assert result.predicted == len(result.candidates) == len(spec.candidates()) and result.pairs == 0
+    for row in result.candidates:
+        assert row["source"] == "predicted" and row["ok"]
+        assert row["extrapolated"] == (row["kernel_size"] == 21) and row["extrapolated_axes"] == (
+            ["K"] if row["kernel_size"] == 21 else [])
+        assert row["tcn_fwdbwd_ms"] > 0 and row["ema_fwdbwd_ms"] > 0  # the baseline as stored at that shape
+    assert all(e["status"] == "ok" and e["source"] == "other structures" for e in result.ema)
+    assert "extrapolated" in " ".join(result.notes())
+    beyond = next(r for r in result.candidates if r["extrapolated"])
+    assert source_text(beyond) == "predicted, extrapolated (K)"
+    heat, _, table = profile_figures(result)
+    shown = result.survivors + result.undecided
+    assert list(table.data[0].cells.values[6]) == [source_text(r) for r in shown]
+    assert any("(extrapolated)" in t for h in heat.data for row in h.text for t in row)
+    note = profile_note(result)
+    assert all(f"| {source_text(r)} |" in note for r in result.kept())
+    assert write_profile_report(result, tmp_path / "lib.html").exists()
+    # The command, JSON and table alike.
+    report = tmp_path / "cli.html"
+    assert main(["profile", *OFF_GRID, "--storage", sqlite_url, "--out", str(report), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["predicted"] == doc["n_candidates"] == len(spec.candidates()) and report.exists()
+    assert doc["n_extrapolated"] == sum(r["kernel_size"] == 21 for r in doc["candidates"]) > 0
+    assert all(r["extrapolated"] == ("K" in r["extrapolated_axes"]) for r in doc["candidates"])
+    assert "extrapolated" in report.read_text()
+    assert main(["profile", *OFF_GRID, "--storage", sqlite_url, "--out", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "extrapolated beyond the measured range" in " ".join(out.split())
+
+
+def test_unmeasured_cover_holds_every_new_axis_value():
+    from tcnsearch.profile.runner import unmeasured_cover
+
+    spec = ProfileSpec(lengths=[128], kernel_sizes=[3, 5, 7], dilation_factors=[2, 4], depths=[2, 3],
+                       per_block=[1, 2], min_receptive_field=None)
+    stored = [{"kernel_size": 3, "dilation_factor": 2, "depth": 2, "per_block": 1}]
+    chosen = unmeasured_cover(spec.candidates(), stored)
+    for axis, values in (("kernel_size", {5, 7}), ("dilation_factor", {4}), ("depth", {3}), ("per_block", {2})):
+        assert values <= {getattr(c, axis) for c in chosen}
+    assert len(chosen) == 2  # K5 and K7 each need one; the first also takes f=4, D=3, B=2
+    assert unmeasured_cover(spec.candidates(), [c.as_dict() for c in spec.candidates()]) == []
+
+
+def test_adaptive_profile_measures_each_axis_value_it_never_measured(sqlite_url):
+    """Against a database that holds another grid, no new kernel size is decided by extrapolation alone."""
+    from tcnsearch.profile import spread_sample
+
+    small = dict(lengths=[128], channels=8, ema_dim=4, min_receptive_field=None, max_time=0.03, min_pairs=3,
+                 min_speedup=0.05)
+    run_profile(ProfileSpec(kernel_sizes=[3, 5], dilation_factors=[2, 4], depths=[2], per_block=[1], **small),
+                gpu="cpu", storage=sqlite_url, progress=False)
+    spec = ProfileSpec(kernel_sizes=list(range(3, 34, 2)), dilation_factors=[2, 4], depths=[2], per_block=[1],
+                       **small)
+    cands = spec.candidates()
+    assert len(cands) == 32 and spec.strategy == "adaptive"
+    sampled = {c.kernel_size for c in spread_sample(cands, 16)}
+    assert set(spec.kernel_sizes) - sampled  # the spread-out sample alone would leave some K unmeasured
+    result = run_profile(spec, gpu="cpu", storage=sqlite_url, progress=False)
+    assert result.predicted > 0
+    measured = {r["kernel_size"] for r in result.candidates if r["source"] == "measured"}
+    assert measured == set(spec.kernel_sizes)
+    assert not any(r["extrapolated"] for r in result.candidates)
