@@ -118,7 +118,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_goes_on(cluster, pg_
 @pytest.mark.parametrize("cut", ["a-while-training", "at-the-tell", "at-the-tells-commit", "a-minute-while-training"])
 def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tmp_path, db_proxy, cut):
     """The database cut for a few seconds: while a trial trains, or exactly as the driver tells a finished
-    trial's result (before its commit, or after it with the answer lost); or for a minute, longer than the
+    trial's result (before its commit, or after it with the answer lost); or for 45 s, longer than the
     trials' heartbeat grace period (30 s) but within the driver's patience (2 minutes). Nothing is lost:
     every trial finishes COMPLETE and none is left RUNNING."""
     url = db_proxy.url(pg_url)
@@ -132,7 +132,7 @@ def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tm
                               cwd=tmp_path)
     if cut.endswith("while-training"):
         assert wait_for(lambda: any(t.state == TrialState.RUNNING for t in stored_trials(pg_url, name)))
-        db_proxy.cut(restore_after=60.0 if cut.startswith("a-minute") else 5.0)
+        db_proxy.cut(restore_after=45.0 if cut.startswith("a-minute") else 5.0)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
     assert db_proxy.cuts == 1
