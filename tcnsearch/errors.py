@@ -26,8 +26,9 @@ def disk_full(exc: BaseException) -> str | None:
         where = None
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" writing {exc.filename}" if exc.filename else ""
-        elif any(s in str(exc) for s in ("database or disk is full", "No space left on device",
-                                         "could not extend file", "DiskFull")):
+        elif type(exc).__name__ == "DiskFull" or any(  # psycopg's class for PostgreSQL's SQLSTATE 53100
+                s in str(exc) for s in ("database or disk is full", "No space left on device",
+                                        "could not extend file")):
             where = " in the database"
         if where is not None:
             return (f"the disk is full{where}; what was stored before is kept: free some space and run the same "

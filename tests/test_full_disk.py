@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tcnsearch.errors import disk_full
 from tcnsearch.files import write_atomic
 from tests.conftest import wait_for
 
@@ -101,3 +102,24 @@ def test_a_report_that_does_not_fit_leaves_the_previous_one_whole(small_disk):
     with pytest.raises(OSError):
         write_atomic(small_disk / "new" / "deeper" / "x.html", "x" * (8 << 20))
     assert not (small_disk / "new").exists()  # the folders it made are gone again
+
+
+def test_a_full_disk_is_told_apart_from_other_failures_whichever_layer_raised_it():
+    import errno
+    import os
+
+    import psycopg.errors
+    import sqlalchemy.exc
+
+    sqlite_full = sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database or disk is full"))
+    pg_full = sqlalchemy.exc.OperationalError("INSERT ...", {}, psycopg.errors.DiskFull("no room"))
+    file_full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "report.html")
+    for exc in (sqlite_full, pg_full, psycopg.errors.DiskFull("no room"), file_full):
+        assert "the disk is full" in disk_full(exc)
+    assert "writing report.html" in disk_full(file_full)
+    try:  # the full disk as the cause of what reached the command
+        raise RuntimeError("flush failed") from file_full
+    except RuntimeError as wrapped:
+        assert "the disk is full" in disk_full(wrapped)
+    assert disk_full(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))) is None
+    assert disk_full(OSError(errno.EACCES, "Permission denied")) is None
