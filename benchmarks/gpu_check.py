@@ -72,7 +72,8 @@ def _profile(target: Target, folder: Path, level: str) -> dict:
     width, length = (16, 256) if target.rehearse else (128, 4096)
     model = {"arch": "tcnca", "d_model": width, "z_dim": width // 2, "h_dim": 2 * width, "ffn_dim": 2 * width,
              "n_layers": 2, "chunk_size": length // 8, "rel_pos": "rotary"} if level == "model" else None
-    spec = ProfileSpec(lengths=[length], kernel_sizes=[3, 5, 17], dilation_factors=[4, 8], depths=[3, 4],
+    grid = ([3, 17], [3]) if target.rehearse else ([3, 5, 17], [3, 4])  # (kernel sizes, depths)
+    spec = ProfileSpec(lengths=[length], kernel_sizes=grid[0], dilation_factors=[4, 8], depths=grid[1],
                        per_block=[1], channels=width, batch=4, level=level, model=model, min_receptive_field=None,
                        strategy="full", max_time=0.05 if target.rehearse else 0.5, min_pairs=3)
     result = run_profile(spec, gpu=target.gpu, storage=f"sqlite:///{folder / 'gpu.db'}", progress=False)
@@ -89,7 +90,7 @@ def _study(target: Target, folder: Path) -> dict:
     from tcnsearch.search import run_study
 
     doc = {"task": "assoc-recall", "objective": {"metric": "loss", "mode": "min"},
-           "train": {"steps": 100, "eval_every": 50},
+           "train": {"steps": 40 if target.rehearse else 100, "eval_every": 20 if target.rehearse else 50},
            "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}},
            "profile": {"kernel_sizes": [3, 5], "dilation_factors": [2, 4], "depths": [3, 4], "per_block": [1],
                        "min_receptive_field": 8, "min_speedup": 0.01, "max_time": 0.2},

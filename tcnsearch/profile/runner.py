@@ -154,6 +154,7 @@ def run_profile(
 def _run(spec: ProfileSpec, measurer, gpu: str, url: str, force: bool, progress: bool, predict: bool,
          start: float) -> ProfileResult:
     cands = spec.candidates()
+    engine = None
     try:
         engine = create_engine(url, read_only=predict)
         fp = measurer.fingerprint()
@@ -182,6 +183,8 @@ def _run(spec: ProfileSpec, measurer, gpu: str, url: str, force: bool, progress:
                 model = adaptive(prof, cands)
     finally:
         measurer.close()
+        if engine is not None:  # everything is read: a caller in one process leaves no connection open
+            engine.dispose()
     missing = [c for c in cands if not all((s, c) in prof.stored for s in prof.shapes)]
     predicted = _predictions(model, spec, prof.shapes, missing)
     # The baseline's time at a shape where none of this grid is stored: the median of what is stored there.

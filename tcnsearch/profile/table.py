@@ -162,7 +162,16 @@ class LatencyTable:
     def __init__(self, engine: Engine, create: bool = True):
         self.engine = engine
         if create:
-            Base.metadata.create_all(engine)
+            # Commands starting at once on a new database all find the tables missing, and all but one
+            # are refused a CREATE TABLE (PostgreSQL: a duplicate key; SQLite: the table exists). Each
+            # pass finds more of them made; whatever else fails keeps failing, and is raised.
+            for attempt in range(len(Base.metadata.tables) + 2):
+                try:
+                    Base.metadata.create_all(engine)
+                    break
+                except sa.exc.SQLAlchemyError:
+                    if attempt == len(Base.metadata.tables) + 1:
+                        raise
 
     def has_tables(self) -> bool:
         return sa.inspect(self.engine).has_table(LatencyRow.__tablename__)

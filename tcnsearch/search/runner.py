@@ -12,6 +12,7 @@ was running (`_train`), so the study never holds a trial stuck in RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -133,7 +134,11 @@ def _plan(name: str, preset: str, storage: str | None, gpu: str, ray_address: st
                                                                                  else [])
     name_in_db = study_name or f"{spec.name}-{preset}" + ("-pareto" if multi_objective else "")
     if stored_studies(url):  # before the profile: a refusal then costs no measuring and writes nothing
-        check_existing(open_storage(url, read_only=True), name_in_db, resume, directions)
+        existing = open_storage(url, read_only=True)
+        try:
+            check_existing(existing, name_in_db, resume, directions)
+        finally:
+            existing.engine.dispose()
     folder = artifact_folder(url, artifacts)
     if spec.keep_best:
         check_store(folder)
@@ -193,6 +198,23 @@ def _open_study(plan: _Plan, rdb, engine, profile: ProfileResult, resume: bool
     return study, space, notes + queue_notes
 
 
+@contextlib.contextmanager
+def _storages(url: str, heartbeat_s: int):
+    """The study's engine (tcnsearch's tables, the locks) and Optuna's storage on it, both closed when
+    the study ends: a caller in one process (a notebook, the tests) runs many studies, and a server
+    counts every connection left open."""
+    engine = create_engine(url)
+    try:
+        with budget_lock(engine, "tcnsearch-setup"):  # drivers starting at once on a new database: one makes the tables
+            rdb = open_storage(url, heartbeat_s)
+        try:
+            yield engine, rdb
+        finally:
+            rdb.engine.dispose()
+    finally:
+        engine.dispose()
+
+
 def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,
               gpu: str = "auto", ray_address: str | None = None, resume: bool = False,
               multi_objective: bool = False, study_name: str | None = None, max_concurrent: int | None = None,
@@ -217,32 +239,30 @@ def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, tr
     start = time.perf_counter()
     plan = _plan(name, preset, storage, gpu, ray_address, multi_objective, study_name, data_path, sampler, enqueue,
                  warm_start, resume, artifacts, runs)
-    engine = create_engine(plan.url)
-    with budget_lock(engine, "tcnsearch-setup"):  # drivers starting at once on a new database: one makes the tables
-        rdb = open_storage(plan.url, plan.spec.heartbeat_s)
-    profile = run_profile(plan.spec.profile_spec(), gpu=plan.gpu, storage=plan.url, ray_address=ray_address,
-                          progress=progress)
-    study, space, notes = _open_study(plan, rdb, engine, profile, resume)
-    target = trials or plan.spec.budget.trials
-    optuna.storages.fail_stale_trials(study)
-    done_before = occupied(study.get_trials(deepcopy=False))
-    device, survivors = profile.device.device_name, len(space.survivors)
-    if done_before >= target and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
-                           warnings=notes)
-    else:
-        from tcnsearch.search._tune import train_study  # Ray Tune loads here, not for every reader of a study
+    with _storages(plan.url, plan.spec.heartbeat_s) as (engine, rdb):
+        profile = run_profile(plan.spec.profile_spec(), gpu=plan.gpu, storage=plan.url, ray_address=ray_address,
+                              progress=progress)
+        study, space, notes = _open_study(plan, rdb, engine, profile, resume)
+        target = trials or plan.spec.budget.trials
+        optuna.storages.fail_stale_trials(study)
+        done_before = occupied(study.get_trials(deepcopy=False))
+        device, survivors = profile.device.device_name, len(space.survivors)
+        if done_before >= target and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
+                               warnings=notes)
+        else:
+            from tcnsearch.search._tune import train_study  # Ray Tune loads here, not for every reader of a study
 
-        searcher, interrupted, terminated = train_study(
-            plan.spec, study, space, engine, target, done_before, name=plan.name, ray_address=plan.ray_address,
-            gpu=plan.gpu, multi_objective=plan.multi_objective, artifacts=plan.artifacts, runs=plan.runs,
-            trial_attrs={"device": profile.device.device_name, "level": profile.spec.level},
-            max_concurrent=max_concurrent, progress=progress, trainable=trainable)
-        result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
-                           ran=searcher.finished, interrupted=interrupted, warnings=notes)
-        result.terminated = terminated
-    result.artifacts = str(plan.artifacts) if plan.spec.keep_best else None
-    return result
+            searcher, interrupted, terminated = train_study(
+                plan.spec, study, space, engine, target, done_before, name=plan.name, ray_address=plan.ray_address,
+                gpu=plan.gpu, multi_objective=plan.multi_objective, artifacts=plan.artifacts, runs=plan.runs,
+                trial_attrs={"device": profile.device.device_name, "level": profile.spec.level},
+                max_concurrent=max_concurrent, progress=progress, trainable=trainable)
+            result = summarize(study, plan.url, plan.spec, device, survivors, time.perf_counter() - start,
+                               ran=searcher.finished, interrupted=interrupted, warnings=notes)
+            result.terminated = terminated
+        result.artifacts = str(plan.artifacts) if plan.spec.keep_best else None
+        return result
 
 
 def summarize(study: optuna.Study, url: str, spec: StudySpec, device: str, survivors: int, elapsed: float,

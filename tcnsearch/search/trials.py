@@ -158,7 +158,9 @@ def open_storage(url: str, heartbeat_s: int | None = None, read_only: bool = Fal
     Raises:
         UserError: the database is unreachable, missing (read_only), or holds no Optuna studies (read_only).
     """
-    create_engine(url, read_only=read_only)  # a clear UserError; SQLite's WAL mode, which persists in the file
+    # A clear UserError, and SQLite's WAL mode (which persists in the file); the check's own connection is
+    # closed at once rather than left to the garbage collector (a server counts its clients).
+    create_engine(url, read_only=read_only).dispose()
     kwargs: dict = {"engine_kwargs": {"connect_args": {"timeout": 60}} if url.startswith("sqlite")
                     else {"pool_pre_ping": True}}
     if read_only:
@@ -191,9 +193,15 @@ def load_study(name: str, storage: str | None = None, read_only: bool = True) ->
 def stored_studies(url: str) -> list[str]:
     """The names of the studies stored at `url`, read-only ([] where there is no database or no Optuna tables)."""
     try:
-        return optuna.get_all_study_names(open_storage(url, read_only=True))
+        rdb = open_storage(url, read_only=True)
     except Exception:  # noqa: BLE001 - no file, no Optuna tables, unreachable: nothing stored to refuse
         return []
+    try:
+        return optuna.get_all_study_names(rdb)
+    except Exception:  # noqa: BLE001 - no Optuna tables
+        return []
+    finally:
+        rdb.engine.dispose()
 
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict:

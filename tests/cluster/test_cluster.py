@@ -53,7 +53,7 @@ def test_trials_run_across_the_workers(cluster, pg_url, tmp_path):
 
 
 def test_two_drivers_on_one_study_neither_duplicate_nor_lose_trials(cluster, pg_url, tmp_path):
-    path = write_study(tmp_path, budget={"trials": 6, "max_concurrent": 1}, scheduler={"type": "none"})
+    path = write_study(tmp_path, budget={"trials": 4, "max_concurrent": 1}, scheduler={"type": "none"})
     args = ["study", path, "--storage", pg_url, "--ray-address", cluster, "--study-name", "shared", "--resume",
             "--json"]
     drivers = [subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
@@ -61,16 +61,16 @@ def test_two_drivers_on_one_study_neither_duplicate_nor_lose_trials(cluster, pg_
     outputs = [d.communicate(timeout=300) for d in drivers]
     assert [d.returncode for d in drivers] == [0, 0], [o[1][-1500:] for o in outputs]
     trials = stored_trials(pg_url, "shared")
-    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     # nothing lost: every other trial of the study is a proposal outside the survivors, never trained
     assert all(t.state == TrialState.COMPLETE or "infeasible" in t.user_attrs
                for t in stored_trials(pg_url, "shared", everything=True))
     # Each driver counts the trials it ran, not the other's: together exactly the budget.
-    assert sum(json.loads(out)["ran"] for out, _ in outputs) == 6
+    assert sum(json.loads(out)["ran"] for out, _ in outputs) == 4
 
 
 def test_a_killed_driver_then_resume_keeps_every_finished_trial(cluster, pg_url, tmp_path):
-    path = write_study(tmp_path, train={"steps": 300, "eval_every": 100}, budget={"trials": 4, "max_concurrent": 1},
+    path = write_study(tmp_path, train={"steps": 200, "eval_every": 100}, budget={"trials": 3, "max_concurrent": 1},
                        scheduler={"type": "none"})
     args = ["study", path, "--storage", pg_url, "--ray-address", cluster, "--study-name", "killed"]
     driver = subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
@@ -90,7 +90,7 @@ def test_a_killed_driver_then_resume_keeps_every_finished_trial(cluster, pg_url,
     after = stored_trials(pg_url, "killed")
     assert {t.number: (t.state, t.value) for t in after if t.number in before} == before
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert sum(t.state == TrialState.COMPLETE for t in after) == 4
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 3
     stale = [t for t in after if t.state == TrialState.FAIL]
     retries = [t for t in after if "retry_of" in t.user_attrs]
     assert stale and [t.user_attrs["retry_of"] for t in retries] == [t.number for t in stale]
@@ -122,8 +122,11 @@ def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tm
     trials' heartbeat grace period (30 s) but within the driver's patience (2 minutes). Nothing is lost:
     every trial finishes COMPLETE and none is left RUNNING."""
     url = db_proxy.url(pg_url)
-    path = write_study(tmp_path, train={"steps": 200, "eval_every": 50}, budget={"trials": 3, "max_concurrent": 1},
-                       scheduler={"type": "none"})
+    # The issue's case (a cut while training) with three trials, as it was found; the others with two: the
+    # cut falls on the first, and the second shows the study goes on.
+    budget = 3 if cut == "a-while-training" else 2
+    path = write_study(tmp_path, train={"steps": 200, "eval_every": 50},
+                       budget={"trials": budget, "max_concurrent": 1}, scheduler={"type": "none"})
     name = f"blip-{cut}"
     args = ["study", path, "--storage", url, "--ray-address", cluster, "--study-name", name, "--json"]
     if not cut.endswith("while-training"):
@@ -138,7 +141,7 @@ def test_a_database_blip_during_a_study_is_retried_not_fatal(cluster, pg_url, tm
     assert db_proxy.cuts == 1
     trials = stored_trials(pg_url, name)
     states = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3, states
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == budget, states
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], states
     everything = stored_trials(pg_url, name, everything=True)
     assert not [t for t in everything if t.state == TrialState.RUNNING]  # nor any copy Optuna made

@@ -70,3 +70,33 @@ def test_clear_forgets_the_measurements_and_their_pairs(table):
     table.add_pairs(fp_id, "op", "", SHAPE, B, _pairs([3.0] * 3, [1.0] * 3), [])
     table.clear(fp_id, "op", "", [SHAPE], [A])
     assert set(table.get(fp_id, "op", "", [SHAPE], [A, B])) == {(SHAPE, B)} and table.pairs(stored.id) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_commands_starting_at_once_on_a_new_database_both_get_the_tables(backend, tmp_path, request):
+    """Two profiles (or a profile and a study) starting together on an empty database both find the
+    tables missing; the one that creates second must not fail (PostgreSQL refuses its CREATE TABLE)."""
+    import threading
+
+    url = request.getfixturevalue("pg_fresh_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'new.db'}"
+    engines = [create_engine(url) for _ in range(4)]
+    start, errors = threading.Barrier(len(engines)), []
+
+    def open_table(engine):
+        start.wait()
+        try:
+            LatencyTable(engine)
+        except Exception as err:  # noqa: BLE001 - collected, and the assertion shows it
+            errors.append(repr(err)[:200])
+
+    threads = [threading.Thread(target=open_table, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in engines:
+        e.dispose()
+    assert errors == []
+    engine = create_engine(url)
+    assert LatencyTable(engine, create=False).has_tables()
+    engine.dispose()

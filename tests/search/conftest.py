@@ -37,10 +37,13 @@ def write_study(folder, name: str = "small", **changes) -> str:
 def stored_trials(url: str, name: str, everything: bool = False) -> list[optuna.trial.FrozenTrial]:
     """The stored study's trained trials (`everything`: with the infeasible proposals); none while the
     study does not exist yet."""
+    storage = open_storage(url)
     try:
-        trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     except KeyError:
         return []
+    finally:  # tests poll this: each call's connection goes back to the server at once
+        storage.engine.dispose()
     return trials if everything else [t for t in trials if trained(t)]
 
 
