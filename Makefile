@@ -19,8 +19,8 @@ demo: $(BIN)/.installed  ## the main job on embedded defaults: profile, a small 
 	@echo "Browse the study: $(BIN)/tcnsearch dashboard   (then open http://127.0.0.1:8080)"
 	$(BIN)/tcnsearch export assoc-recall-tiny --out dashboards/assoc-recall-tiny-best.yaml
 
-test: $(BIN)/.installed services  ## the whole test suite (CI's command), three pytest workers
-	$(BIN)/python -m pytest -q -n 3 --dist worksteal
+test: $(BIN)/.installed services  ## the whole test suite (CI's command), two pytest workers
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 check: $(BIN)/.installed  ## the fast lane for the edit-test loop: no Ray, no cluster, no browser, nothing slow
 	$(BIN)/python -m pytest -q -m "not slow and not ray and not cluster and not browser"
