@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 
 from tcnsearch.errors import UserError
 from tcnsearch.search import frozen, run_study
-from tests.conftest import PG_ADMIN
+from tests.conftest import PG_ADMIN, wait_for
 from tests.search.conftest import stored_trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -107,10 +107,12 @@ def test_postgresql_holds_the_study_and_the_profile_and_no_connection_stays_open
     assert result.storage == pg_fresh_url  # no password to mask here
     # A caller that runs many studies in one process (the tests, a notebook) must not use up the
     # server's connections: once run_study returns, nothing of it is connected to the database.
-    with psycopg.connect(PG_ADMIN) as conn:
-        open_there = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                                  (pg_fresh_url.rsplit("/", 1)[1],)).fetchone()[0]
-    assert open_there == 0
+    def open_there() -> int:  # (a closed connection's server process ends a moment after the close)
+        with psycopg.connect(PG_ADMIN) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                (pg_fresh_url.rsplit("/", 1)[1],)).fetchone()[0]
+
+    assert wait_for(lambda: open_there() == 0, timeout=10, every=0.5), open_there()
     trials = stored_trials(pg_fresh_url, "small-on-pg")
     assert len(trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
 
