@@ -156,6 +156,10 @@ def _sqlite_read_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# The key of the lock under which a command makes its tables on a database (tcnsearch's, Optuna's).
+SETUP_LOCK = "tcnsearch-setup"
+
+
 @contextlib.contextmanager
 def exclusive(engine: Engine, key: str, lock_file: str = "lock",
               on_wait: Callable[[], None] | None = None) -> Iterator[None]:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from tcnsearch.profile.devices import Fingerprint
 from tcnsearch.profile.levels import METRICS, Shape
 from tcnsearch.profile.measure import Pair, median_interval
+from tcnsearch.storage import SETUP_LOCK, exclusive
 from tcnsearch.structure import Structure
 
 KEY = ("fingerprint_id", "level", "context", "kernel_size", "dilation_factor", "depth", "per_block", "batch",
@@ -162,16 +163,10 @@ class LatencyTable:
     def __init__(self, engine: Engine, create: bool = True):
         self.engine = engine
         if create:
-            # Commands starting at once on a new database all find the tables missing, and all but one
-            # are refused a CREATE TABLE (PostgreSQL: a duplicate key; SQLite: the table exists). Each
-            # pass finds more of them made; whatever else fails keeps failing, and is raised.
-            for attempt in range(len(Base.metadata.tables) + 2):
-                try:
-                    Base.metadata.create_all(engine)
-                    break
-                except sa.exc.SQLAlchemyError:
-                    if attempt == len(Base.metadata.tables) + 1:
-                        raise
+            # Commands starting at once on a new database would all find the tables missing and all
+            # create them (PostgreSQL refuses the second): the lock studies take to make theirs.
+            with exclusive(engine, SETUP_LOCK):
+                Base.metadata.create_all(engine)
 
     def has_tables(self) -> bool:
         return sa.inspect(self.engine).has_table(LatencyRow.__tablename__)

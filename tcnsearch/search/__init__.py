@@ -36,6 +36,7 @@ from tcnsearch.search.trials import (
     is_frozen,
     load_study,
     open_storage,
+    opened_storage,
     trained,
     trial_row,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "load_spec",
     "load_study",
     "open_storage",
+    "opened_storage",
     "run_study",
     "spec_from_document",
     "summarize",

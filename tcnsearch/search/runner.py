@@ -51,12 +51,12 @@ from tcnsearch.search.trials import (
     WARM_START,
     budget_lock,
     occupied,
-    open_storage,
+    opened_storage,
     stored_studies,
     trained,
     trial_row,
 )
-from tcnsearch.storage import create_engine, masked, resolve_url
+from tcnsearch.storage import SETUP_LOCK, create_engine, masked, resolve_url
 from tcnsearch.train import check_largest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -134,11 +134,8 @@ def _plan(name: str, preset: str, storage: str | None, gpu: str, ray_address: st
                                                                                  else [])
     name_in_db = study_name or f"{spec.name}-{preset}" + ("-pareto" if multi_objective else "")
     if stored_studies(url):  # before the profile: a refusal then costs no measuring and writes nothing
-        existing = open_storage(url, read_only=True)
-        try:
+        with opened_storage(url, read_only=True) as existing:
             check_existing(existing, name_in_db, resume, directions)
-        finally:
-            existing.engine.dispose()
     folder = artifact_folder(url, artifacts)
     if spec.keep_best:
         check_store(folder)
@@ -203,16 +200,12 @@ def _storages(url: str, heartbeat_s: int):
     """The study's engine (tcnsearch's tables, the locks) and Optuna's storage on it, both closed when
     the study ends: a caller in one process (a notebook, the tests) runs many studies, and a server
     counts every connection left open."""
-    engine = create_engine(url)
-    try:
-        with budget_lock(engine, "tcnsearch-setup"):  # drivers starting at once on a new database: one makes the tables
-            rdb = open_storage(url, heartbeat_s)
-        try:
-            yield engine, rdb
-        finally:
-            rdb.engine.dispose()
-    finally:
-        engine.dispose()
+    with contextlib.ExitStack() as stack:
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        with budget_lock(engine, SETUP_LOCK):  # drivers starting at once on a new database: one makes the tables
+            rdb = stack.enter_context(opened_storage(url, heartbeat_s))
+        yield engine, rdb
 
 
 def run_study(name: str, *, preset: str = "tiny", storage: str | None = None, trials: int | None = None,

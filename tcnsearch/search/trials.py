@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import optuna
@@ -176,6 +176,18 @@ def open_storage(url: str, heartbeat_s: int | None = None, read_only: bool = Fal
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
+@contextlib.contextmanager
+def opened_storage(url: str, heartbeat_s: int | None = None,
+                   read_only: bool = False) -> Iterator[optuna.storages.RDBStorage]:
+    """open_storage for a with-block: its connections are closed at the end, not left to the garbage
+    collector (a caller in one process, a notebook or the tests, opens many; a server counts them)."""
+    rdb = open_storage(url, heartbeat_s, read_only)
+    try:
+        yield rdb
+    finally:
+        rdb.engine.dispose()
+
+
 def load_study(name: str, storage: str | None = None, read_only: bool = True) -> optuna.Study:
     """The stored study `name` (read-only unless told), or a UserError naming the studies there are."""
     url = resolve_url(storage)
@@ -193,15 +205,10 @@ def load_study(name: str, storage: str | None = None, read_only: bool = True) ->
 def stored_studies(url: str) -> list[str]:
     """The names of the studies stored at `url`, read-only ([] where there is no database or no Optuna tables)."""
     try:
-        rdb = open_storage(url, read_only=True)
+        with opened_storage(url, read_only=True) as rdb:
+            return optuna.get_all_study_names(rdb)
     except Exception:  # noqa: BLE001 - no file, no Optuna tables, unreachable: nothing stored to refuse
         return []
-    try:
-        return optuna.get_all_study_names(rdb)
-    except Exception:  # noqa: BLE001 - no Optuna tables
-        return []
-    finally:
-        rdb.engine.dispose()
 
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict:

@@ -4,7 +4,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tcnsearch.profile import Survivor
-from tcnsearch.search import load_spec, open_storage, trained
+from tcnsearch.search import load_spec, open_storage, opened_storage, trained
 from tcnsearch.search.start import distributions, prepare_study, structure_space
 from tcnsearch.structure import Structure
 
@@ -37,13 +37,11 @@ def write_study(folder, name: str = "small", **changes) -> str:
 def stored_trials(url: str, name: str, everything: bool = False) -> list[optuna.trial.FrozenTrial]:
     """The stored study's trained trials (`everything`: with the infeasible proposals); none while the
     study does not exist yet."""
-    storage = open_storage(url)
     try:
-        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        with opened_storage(url) as storage:  # tests poll this: no connection is left behind
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     except KeyError:
         return []
-    finally:  # tests poll this: each call's connection goes back to the server at once
-        storage.engine.dispose()
     return trials if everything else [t for t in trials if trained(t)]
 
 
