@@ -5,6 +5,7 @@ The filesystem is a small tmpfs mounted for the test (skipped, with the reason, 
 mount one)."""
 
 import contextlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -89,7 +90,13 @@ def test_a_profile_whose_database_fills_the_disk_stops_and_continues_later(small
                            text=True, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     check, final = _db_state(small_disk / "profiles.db")
-    assert check == "ok" and final[:len(after)] == after and len(final) > len(after)
+    assert check == "ok" and final[:len(after)] == after
+    # It finished the profile: each structure has its pairs, those the stopped run committed counted with
+    # the ones it measured now (none, where the stopped run's first write already held enough).
+    profile = json.loads(again.stdout)
+    assert profile["n_candidates"] == len(profile["candidates"]) > 0 and not profile["failed"]
+    assert all(c["ok"] and c["n_pairs"] >= 4 for c in profile["candidates"]), profile["candidates"]
+    assert profile["pairs"] == len(final) - len(after)
 
 
 def test_a_report_that_does_not_fit_leaves_the_previous_one_whole(small_disk):
