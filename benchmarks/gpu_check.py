@@ -93,7 +93,8 @@ def _study(target: Target, folder: Path) -> dict:
            "train": {"steps": 40 if target.rehearse else 100, "eval_every": 20 if target.rehearse else 50},
            "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}},
            "profile": {"kernel_sizes": [3, 5], "dilation_factors": [2, 4], "depths": [3, 4], "per_block": [1],
-                       "min_receptive_field": 8, "min_speedup": 0.01, "max_time": 0.2},
+                       "min_receptive_field": 8, "min_speedup": 0.01,
+                       "max_time": 0.05 if target.rehearse else 0.2},
            "budget": {"trials": 2, "max_concurrent": 2, "gpus_per_trial": 0 if target.rehearse else 0.5},
            "scheduler": {"type": "none"}}
     path = folder / "gpu-study.yaml"

@@ -9,6 +9,8 @@ from tcnsearch.search.start import distributions, prepare_study, structure_space
 from tcnsearch.structure import Structure
 
 # A study small enough for seconds per trial: length 16, width 16, 40 steps, a 4-structure profile.
+# One trial at a time: each concurrent trial is a Ray worker process that imports PyTorch (about 4 s of
+# CPU), and the suite's workers share two cores; tests of concurrency ask for it.
 SMALL = {
     "task": "assoc-recall",
     "objective": {"metric": "loss", "mode": "min"},
@@ -18,7 +20,7 @@ SMALL = {
     "space": {"lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}, "model.dropout": {"choices": [0.0, 0.1]}},
     "profile": {"kernel_sizes": [3], "dilation_factors": [2, 4], "depths": [2, 3], "per_block": [1],
                 "min_receptive_field": 8, "min_speedup": 0.01, "max_time": 0.05, "min_pairs": 3},
-    "budget": {"trials": 3, "max_concurrent": 2},
+    "budget": {"trials": 3, "max_concurrent": 1},
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
     "heartbeat_s": 1,
 }

@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_a_study_stores_every_trial_with_its_structure_and_latency(study_file, sqlite_url, ray_head):
-    result = run_study(study_file(), storage=sqlite_url, ray_address=ray_head, progress=False)
+    result = run_study(study_file(budget={"max_concurrent": 2}), storage=sqlite_url, ray_address=ray_head,
+                       progress=False)
     trials = stored_trials(sqlite_url, "small-tiny")
     assert len(trials) == 3 and result.ran == 3
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
