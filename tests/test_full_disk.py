@@ -19,8 +19,9 @@ from tcnsearch.files import write_atomic
 from tests.conftest import wait_for
 
 CLI = [str(Path(sys.executable).with_name("tcnsearch"))]
+MIN_PAIRS = 4
 GRID = ["profile", "--gpu", "cpu", "--lengths", "256", "--dilation-factors", "4", "--depths", "3,4",
-        "--per-block", "1", "--channels", "16", "--ema-dim", "8", "--max-time", "0.2", "--min-pairs", "4",
+        "--per-block", "1", "--channels", "16", "--ema-dim", "8", "--max-time", "0.2", "--min-pairs", str(MIN_PAIRS),
         "--threads", "1"]
 
 
@@ -95,7 +96,7 @@ def test_a_profile_whose_database_fills_the_disk_stops_and_continues_later(small
     # the ones it measured now (none, where the stopped run's first write already held enough).
     profile = json.loads(again.stdout)
     assert profile["n_candidates"] == len(profile["candidates"]) > 0 and not profile["failed"]
-    assert all(c["ok"] and c["n_pairs"] >= 4 for c in profile["candidates"]), profile["candidates"]
+    assert all(c["ok"] and c["n_pairs"] >= MIN_PAIRS for c in profile["candidates"]), profile["candidates"]
     assert profile["pairs"] == len(final) - len(after)
 
 
